@@ -1,0 +1,147 @@
+"""The composition root: builds the concrete stores and hands them to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.commands import CommandCore
+from bot.http import build_app
+from bot.settings import Settings
+from engine.alerts import AlertPolicy
+from engine.answer import RetrievalAnswerer
+from engine.detect import Detection, RobustZDetector
+from engine.errors import QueueUnavailable
+from engine.ingest import Ingest
+from engine.ports import AlertSink
+from engine.worker import SignalProcessor, Worker, WorkerConfig
+from storage.keys import Keys
+from storage.redis_state import RedisDetectorStateStore
+from storage.redis_stream import RedisSignalQueue, connect
+from storage.sqlite import SqliteRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a running SigOps process is made of."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    embedded: bool
+    keys: Keys
+    queue: RedisSignalQueue
+    record: SqliteRecord
+    processor: SignalProcessor
+    ingest: Ingest
+    core: CommandCore
+    sink: AlertSink
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.record.close()
+        await self.redis.aclose()
+
+
+def build_detection(settings: Settings) -> Detection:
+    return Detection([RobustZDetector(threshold=settings.detect_threshold, warmup=settings.detect_warmup)])
+
+
+def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
+    """The configured Redis, or an in-process stand-in when none is configured."""
+    if settings.redis_url:
+        return connect(settings.redis_url), False
+    import fakeredis  # only the embedded default needs it
+
+    return fakeredis.FakeAsyncRedis(), True
+
+
+async def open_runtime(settings: Settings, sink: AlertSink, *, sqlite_path: Path | None = None) -> Runtime:
+    """Connect the stores and wire the engine; Redis may still be down (workers wait)."""
+    redis, embedded = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen)
+    record = await SqliteRecord.open(sqlite_path or settings.sqlite_path)
+    processor = SignalProcessor(
+        record,
+        RedisDetectorStateStore(redis, keys),
+        build_detection(settings),
+        AlertPolicy(quiet_points=settings.alert_quiet_points),
+    )
+    ingest = Ingest(queue, max_records=settings.max_batch)
+    core = CommandCore(record, RetrievalAnswerer(record))
+    try:
+        await queue.ensure_group()
+    except QueueUnavailable as exc:
+        log.warning("Redis not reachable yet (%s); ingest answers 503 and workers wait until it is", exc)
+    return Runtime(settings, redis, embedded, keys, queue, record, processor, ingest, core, sink)
+
+
+def start_workers(rt: Runtime, stop: asyncio.Event, count: int, prefix: str = "worker") -> None:
+    """Start `count` worker tasks on the runtime's stream."""
+    config = WorkerConfig(batch_size=rt.settings.worker_batch, reclaim_idle_ms=rt.settings.reclaim_idle_ms)
+    host = _host_tag()
+    for index in range(count):
+        worker = Worker(f"{prefix}-{host}-{index}", rt.queue, rt.processor, rt.sink, config)
+        rt.tasks.append(asyncio.create_task(worker.run(stop), name=worker.name))
+
+
+async def start_http(rt: Runtime, host: str | None = None, port: int | None = None) -> int:
+    """Serve the HTTP API; return the port actually bound."""
+    app = build_app(
+        rt.ingest,
+        {"redis": rt.queue.ping, "sqlite": rt.record.ping},
+        token=rt.settings.ingest_token.get_secret_value() if rt.settings.ingest_token else None,
+        max_body_bytes=rt.settings.max_body_bytes,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or rt.settings.http_host, rt.settings.http_port if port is None else port)
+    await site.start()
+    rt.runner = runner
+    return int(runner.addresses[0][1])
+
+
+async def prune_old_signals(rt: Runtime) -> int:
+    """Housekeeping job: drop signals older than the retention period."""
+    cutoff = time.time() - rt.settings.retention_days * 86400
+    removed = await rt.record.prune(cutoff)
+    if removed:
+        log.info("retention: removed %d signals older than %d days", removed, rt.settings.retention_days)
+    return removed
+
+
+def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
+    """The scheduler for periodic jobs (housekeeping now; pulls and briefs later)."""
+    scheduler = AsyncIOScheduler(timezone=rt.settings.tz)
+    scheduler.add_job(
+        prune_old_signals,
+        "interval",
+        hours=1,
+        args=[rt],
+        id="retention",
+        next_run_time=datetime.now(rt.settings.tz),
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.start()
+    return scheduler
+
+
+def _host_tag() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"

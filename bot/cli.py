@@ -1,0 +1,224 @@
+"""`sigops`: the one console command (serve, worker, demo, chat, ask)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from bot.app import Runtime, open_runtime, start_http, start_scheduler, start_workers
+from bot.commands import CommandCore
+from bot.console import ConsoleSink, console_context, render_text, run_repl
+from bot.settings import Settings, load_settings
+from engine.answer import RetrievalAnswerer
+from engine.demo import DemoWorld
+from engine.errors import ConfigError, QueueUnavailable, SigOpsError
+from engine.signal import Signal
+from storage.sqlite import SqliteRecord
+
+log = logging.getLogger("sigops")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigops",
+        description="Self-hosted chat-ops copilot: signals in, alerts and answers out. "
+        "Settings come from SIGOPS_* environment variables or .env (see .env.example).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="HTTP ingest + workers + chat front ends + scheduler")
+    serve.add_argument("--workers", type=int, help="worker tasks in this process (default SIGOPS_WORKERS)")
+    worker = sub.add_parser("worker", help="only workers (scale out: run several against one Redis)")
+    worker.add_argument("--workers", type=int, default=1, help="worker tasks in this process")
+    demo = sub.add_parser("demo", help="the whole loop on generated signals, in one process")
+    demo.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
+    )
+    demo.add_argument("--interval", type=float, default=2.0, help="seconds between live demo steps")
+    demo.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
+    sub.add_parser("chat", help="a terminal chat with the same commands as the chat apps")
+    ask = sub.add_parser("ask", help="answer a question from the stored signals")
+    ask.add_argument("question", nargs="+")
+    ask.add_argument("--json", action="store_true", help="the answer, evidence and figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"sigops: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    runners: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "serve": _serve,
+        "worker": _worker,
+        "demo": _demo,
+        "chat": _chat,
+        "ask": _ask,
+    }
+    try:
+        return asyncio.run(runners[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except SigOpsError as exc:
+        print(f"sigops: {exc}", file=sys.stderr)
+        return 1
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _say_missing(settings: Settings) -> None:
+    for note in settings.missing():
+        print(f"sigops: {note}", file=sys.stderr)
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    rt = await open_runtime(settings, ConsoleSink())
+    _say_missing(settings)
+    try:
+        port = await start_http(rt)
+        log.info("listening on http://%s:%d", settings.http_host, port)
+        start_workers(rt, stop, settings.workers if args.workers is None else args.workers)
+        scheduler = start_scheduler(rt)
+        await stop.wait()
+        scheduler.shutdown(wait=False)
+        await _finish(rt)
+    finally:
+        await rt.close()
+    return 0
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    rt = await open_runtime(settings, ConsoleSink())
+    try:
+        start_workers(rt, stop, args.workers)
+        await stop.wait()
+        await _finish(rt)
+    finally:
+        await rt.close()
+    return 0
+
+
+async def _finish(rt: Runtime) -> None:
+    """Let workers finish their batch and save detector state."""
+    await asyncio.wait(rt.tasks, timeout=15)
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.redis_url:
+        settings = settings.model_copy(update={"redis_prefix": "sigops-demo"})
+    path = settings.data_dir / "demo.db"
+    for stale in (path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")):
+        stale.unlink(missing_ok=True)  # every demo starts from a clean slate
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    rt = await open_runtime(settings, ConsoleSink(), sqlite_path=path)
+    print("SigOps demo: generated signals from checkout, payments, auth and search.", file=sys.stderr)
+    _say_missing(settings)
+    print(f"sigops: record in {path}", file=sys.stderr)
+    try:
+        if not args.no_http:
+            try:
+                port = await start_http(rt)
+                print(
+                    f"sigops: HTTP ingest on http://{settings.http_host}:{port}/v1/signals", file=sys.stderr
+                )
+            except OSError as exc:
+                print(f"sigops: HTTP server not started ({exc}); the demo runs without it", file=sys.stderr)
+        start_workers(rt, stop, max(1, settings.workers))
+        tasks = [asyncio.create_task(_generate(rt, stop, args.interval))]
+        if args.duration:
+            tasks.append(asyncio.create_task(_stop_after(stop, args.duration)))
+        if sys.stdin.isatty():
+            tasks.append(asyncio.create_task(run_repl(rt.core, stop)))
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await _finish(rt)
+        status = await rt.core.handle(console_context(), "/status")
+        print("\n" + render_text(status))
+    finally:
+        await rt.close()
+    return 0
+
+
+async def _generate(rt: Runtime, stop: asyncio.Event, interval: float) -> None:
+    world = DemoWorld()
+    now = time.time()
+    for batch in world.history(now - 3 * 3600, now - interval):
+        await _publish(rt, batch)
+    step = 0
+    while not stop.is_set():
+        await _publish(rt, world.tick(time.time(), step))
+        step += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _publish(rt: Runtime, batch: list[Signal]) -> None:
+    try:
+        await rt.ingest.publish(batch)
+    except QueueUnavailable as exc:
+        log.warning("demo signals dropped: %s", exc)
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    stop.set()
+
+
+async def _open_record(settings: Settings) -> SqliteRecord:
+    return await SqliteRecord.open(settings.sqlite_path)
+
+
+async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    record = await _open_record(settings)
+    try:
+        await run_repl(CommandCore(record, RetrievalAnswerer(record)), asyncio.Event())
+    finally:
+        await record.close()
+    return 0
+
+
+async def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    question = " ".join(args.question)
+    record = await _open_record(settings)
+    try:
+        if args.json:
+            answer = await RetrievalAnswerer(record).answer(question)
+            print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        else:
+            reply = await CommandCore(record, RetrievalAnswerer(record)).handle(
+                console_context(), f"/ask {question}"
+            )
+            print(render_text(reply))
+    finally:
+        await record.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

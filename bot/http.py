@@ -1,0 +1,158 @@
+"""The HTTP server (aiohttp): signal ingest, webhooks, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.errors import PayloadError, QueueUnavailable
+from engine.ingest import Ingest, IngestResult, decode_body
+from engine.sources.webhooks import from_alertmanager, from_changes
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+READY_TIMEOUT_S = 2.0
+Check = Callable[[], Awaitable[bool]]
+
+INGEST_KEY = web.AppKey("ingest", Ingest)
+CHECKS_KEY = web.AppKey("checks", dict[str, Check])
+TOKEN_KEY = web.AppKey("token", str)
+MAX_BODY_KEY = web.AppKey("max_body", int)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure becomes a JSON error that says what went wrong; never a traceback."""
+    try:
+        return await handler(request)
+    except PayloadError as exc:
+        return _error(exc.status, str(exc))
+    except QueueUnavailable as exc:
+        log.warning("ingest refused, Redis unavailable: %s", exc)
+        return _error(503, "signal stream unavailable (Redis); nothing was stored, retry later")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_KEY]
+        return _error(413, f"body larger than the limit of {limit} bytes (SIGOPS_MAX_BODY_BYTES)")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except Exception:  # the last line of defence: log it, answer briefly
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal error; it has been logged")
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bearer token on /v1/* when an ingest token is configured."""
+    token = request.app[TOKEN_KEY]
+    if token and request.path.startswith("/v1/"):
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            return _error(401, "missing or wrong bearer token (Authorization: Bearer <SIGOPS_INGEST_TOKEN>)")
+    return await handler(request)
+
+
+async def _read_records(request: web.Request) -> list[Any]:
+    body = await request.read()
+    return decode_body(body, request.content_type)
+
+
+def _accepted(result: IngestResult) -> web.Response:
+    if not result.ids and result.rejected:
+        return json_response({"error": "no valid records; nothing stored", **result.as_dict()}, status=400)
+    return json_response(result.as_dict(), status=202)
+
+
+async def post_signals(request: web.Request) -> web.Response:
+    """POST /v1/signals: one object, an array, or NDJSON."""
+    ingest = request.app[INGEST_KEY]
+    records = await _read_records(request)
+    return _accepted(await ingest.accept(records))
+
+
+async def post_alertmanager(request: web.Request) -> web.Response:
+    """POST /v1/webhooks/alertmanager: Alertmanager webhook, version 4."""
+    payload = _single(await _read_records(request))
+    return _accepted(await request.app[INGEST_KEY].accept(from_alertmanager(payload)))
+
+
+async def post_grafana(request: web.Request) -> web.Response:
+    """POST /v1/webhooks/grafana: Grafana alerting webhook."""
+    payload = _single(await _read_records(request))
+    return _accepted(await request.app[INGEST_KEY].accept(from_alertmanager(payload, source="grafana")))
+
+
+async def post_changes(request: web.Request) -> web.Response:
+    """POST /v1/changes: deploys, flag flips, config changes."""
+    records = await _read_records(request)
+    request.app[INGEST_KEY].check_size(records)
+    return _accepted(await request.app[INGEST_KEY].accept(from_changes(records)))
+
+
+def _single(records: list[Any]) -> Any:
+    if len(records) != 1:
+        raise PayloadError("expected one webhook JSON object")
+    return records[0]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process is up."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 only when every dependency answers."""
+    checks = request.app[CHECKS_KEY]
+
+    async def run(check: Check) -> bool:
+        try:
+            return await asyncio.wait_for(check(), READY_TIMEOUT_S)
+        except TimeoutError:
+            return False
+
+    results = await asyncio.gather(*(run(c) for c in checks.values()))
+    states = {name: "ok" if ok else "unavailable" for name, ok in zip(checks, results, strict=True)}
+    ready = all(results)
+    return json_response({"ready": ready, **states}, status=200 if ready else 503)
+
+
+def build_app(
+    ingest: Ingest, checks: dict[str, Check], *, token: str | None, max_body_bytes: int
+) -> web.Application:
+    """The aiohttp application; other front ends (Slack HTTP mode) add their routes to it."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware])
+    app[INGEST_KEY] = ingest
+    app[CHECKS_KEY] = checks
+    app[TOKEN_KEY] = token or ""
+    app[MAX_BODY_KEY] = max_body_bytes
+    app.router.add_post("/v1/signals", post_signals)
+    app.router.add_post("/v1/webhooks/alertmanager", post_alertmanager)
+    app.router.add_post("/v1/webhooks/grafana", post_grafana)
+    app.router.add_post("/v1/changes", post_changes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

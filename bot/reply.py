@@ -1,0 +1,37 @@
+"""The platform-neutral answer of every command; each front end renders it its own way.
+
+Text in a `Reply` is plain and may be untrusted (signal text, model output): renderers
+escape it for their platform, so the core never writes markup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An action a person can take with one tap; `action` is the command it runs."""
+
+    label: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Title, paragraphs, name/value fields, buttons and an optional image."""
+
+    title: str = ""
+    blocks: tuple[str, ...] = ()
+    fields: tuple[tuple[str, str], ...] = ()
+    buttons: tuple[Button, ...] = ()
+    image: Path | None = None
+    error: bool = False
+    footer: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def error_reply(message: str, usage: str = "") -> Reply:
+    """A short, human error (never a traceback)."""
+    return Reply(title=message, blocks=(f"Usage: {usage}",) if usage else (), error=True)

@@ -1,0 +1,141 @@
+"""All of SigOps' settings, in one pydantic-settings class (env prefix `SIGOPS_`).
+
+Built once at start-up by the CLI (`load_settings`) and passed down; nothing reads the
+environment at import time. `.env.example` documents every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+
+def _split_csv(raw: Any) -> Any:
+    if isinstance(raw, str):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+class Settings(BaseSettings):
+    """Every knob, with the defaults the embedded demo runs on."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIGOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Storage
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process stand-in")
+    redis_prefix: str = Field(default="sigops", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    data_dir: Path = Path("./data")
+    stream_maxlen: int = Field(default=1_000_000, ge=1_000)
+
+    # HTTP ingest
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    ingest_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(default=5_000, ge=1, le=100_000)
+
+    # Workers and detection
+    workers: int = Field(default=1, ge=0, le=32)
+    worker_batch: int = Field(default=500, ge=1, le=10_000)
+    reclaim_idle_ms: int = Field(default=30_000, ge=100)
+    detect_threshold: float = Field(default=5.0, gt=0)
+    detect_warmup: int = Field(default=30, ge=2)
+    alert_quiet_points: int = Field(default=10, ge=1)
+
+    # Question answering
+    ollama_host: str | None = None
+    ollama_model: str = "llama3.2"
+
+    # Telegram
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    timezone: str = "UTC"
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error)$")
+
+    retention_days: int = Field(default=14, ge=1)
+
+    @field_validator("telegram_chat_ids", "slack_channels", mode="before")
+    @classmethod
+    def _comma_separated(cls, raw: Any) -> Any:
+        return _split_csv(raw)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
+        return name
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url or None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "sigops.db"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def missing(self) -> list[str]:
+        """What the embedded default runs without, each with how to add it."""
+        notes = []
+        if not self.redis_url:
+            notes.append(
+                "no Redis: using an in-process stand-in (data lost at exit); "
+                "set SIGOPS_REDIS_URL=redis://host:6379/0"
+            )
+        if not self.ollama_host:
+            notes.append("no Ollama: answers are retrieval-only; set SIGOPS_OLLAMA_HOST=http://host:11434")
+        if not self.telegram_token:
+            notes.append(
+                "no Telegram: set SIGOPS_TELEGRAM_TOKEN and SIGOPS_TELEGRAM_CHAT_IDS to get alerts there"
+            )
+        if not self.slack_bot_token:
+            notes.append(
+                "no Slack: set SIGOPS_SLACK_BOT_TOKEN, SIGOPS_SLACK_SIGNING_SECRET and "
+                "SIGOPS_SLACK_CHANNELS to get alerts there"
+            )
+        return notes
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and `.env`); a bad value names the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            name = "SIGOPS_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            given = error.get("input")
+            shown = (
+                f" (got {given!r})"
+                if isinstance(given, str | int | float) and "TOKEN" not in name and "SECRET" not in name
+                else ""
+            )
+            lines.append(f"{name}: {message}{shown}")
+        raise ConfigError("bad settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,313 @@
+"""The `Signal`: one operational observation, and its validation.
+
+A signal is validated once, at ingest, with errors that name the field; after that the
+stream and the workers trust it (`Signal.from_trusted`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import FieldProblem, InvalidSignal
+
+Kind = Literal["metric", "event", "alert", "change", "log"]
+Severity = Literal["info", "warning", "error", "critical"]
+KINDS: tuple[str, ...] = ("metric", "event", "alert", "change", "log")
+SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+MAX_TEXT_CHARS = 8_192
+MAX_LABELS = 32
+MAX_LABEL_KEY_CHARS = 64
+MAX_LABEL_VALUE_CHARS = 512
+MAX_SERIES_CHARS = 200
+MAX_ID_CHARS = 128
+# Signals older than this are almost certainly a unit mistake, not a backfill.
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+MAX_FUTURE_S = 24 * 3600
+
+_SEVERITY_ALIASES = {
+    "warn": "warning",
+    "err": "error",
+    "crit": "critical",
+    "page": "critical",
+    "fatal": "critical",
+    "high": "error",
+    "medium": "warning",
+    "low": "info",
+    "none": "info",
+    "debug": "info",
+    "notice": "info",
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FIELDS = frozenset({"id", "ts", "source", "kind", "series", "value", "labels", "text", "severity"})
+
+
+def parse_timestamp(raw: Any, *, now: float | None = None) -> float:
+    """Turn ISO-8601 text or epoch seconds into epoch seconds (UTC), or raise ValueError."""
+    if isinstance(raw, bool):
+        raise ValueError("expected ISO-8601 text or epoch seconds, got a boolean")
+    if isinstance(raw, int | float):
+        ts = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        try:
+            ts = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(
+                    f"{raw[:40]!r} is neither ISO-8601 (2026-11-22T08:00:00Z) nor epoch seconds"
+                ) from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ts = parsed.timestamp()
+    elif isinstance(raw, datetime):
+        ts = (raw if raw.tzinfo else raw.replace(tzinfo=UTC)).timestamp()
+    else:
+        raise ValueError(f"expected ISO-8601 text or epoch seconds, got {type(raw).__name__}")
+    if not math.isfinite(ts):
+        raise ValueError("timestamp is not a finite number")
+    current = time.time() if now is None else now
+    if ts > current + MAX_FUTURE_S:
+        hint = " (epoch milliseconds? send seconds)" if ts > 1e11 else ""
+        raise ValueError(f"{_iso(ts) if ts < 2e10 else ts} is more than a day in the future{hint}")
+    if ts < EARLIEST_TS:
+        raise ValueError(f"{_iso(ts)} is before 2000-01-01; is the unit right?")
+    return ts
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Signal(BaseModel):
+    """One observation: a metric point, an event, an alert, a change or a log line."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, validate_default=True)
+
+    id: str = ""
+    ts: float = Field(default_factory=time.time)
+    source: str = Field(default="api", min_length=1, max_length=64)
+    kind: Kind = "metric"
+    series: str = Field(min_length=1, max_length=MAX_SERIES_CHARS)
+    value: float | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    severity: Severity = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_extras_as_labels(cls, data: Any) -> Any:
+        """Unknown scalar fields become labels (room permitting); others are dropped."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a signal is a JSON object, got {_json_type(data)}")
+        extras = [k for k in data if k not in _FIELDS]
+        if not extras:
+            return data
+        record = {k: v for k, v in data.items() if k in _FIELDS}
+        labels = record.get("labels")
+        if labels is None or isinstance(labels, Mapping):
+            merged = dict(labels or {})
+            for key in extras:
+                value = data[key]
+                if (
+                    isinstance(value, str | int | float | bool)
+                    and isinstance(key, str)
+                    and key not in merged
+                    and len(merged) < MAX_LABELS
+                ):
+                    merged[key] = value
+            record["labels"] = merged
+        return record
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _check_id(cls, raw: Any) -> Any:
+        if raw is None:
+            return ""
+        if not isinstance(raw, str | int):
+            raise ValueError("id must be text")
+        text = str(raw).strip()
+        if len(text) > MAX_ID_CHARS or _CONTROL.search(text):
+            raise ValueError(f"id must be at most {MAX_ID_CHARS} printable characters")
+        return text
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _check_ts(cls, raw: Any) -> float:
+        return time.time() if raw is None else parse_timestamp(raw)
+
+    @field_validator("series", "source", mode="before")
+    @classmethod
+    def _check_name(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            raw = raw.strip()
+            if _CONTROL.search(raw):
+                raise ValueError("must not contain control characters")
+        return raw
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _lower_kind(cls, raw: Any) -> Any:
+        return raw.strip().lower() if isinstance(raw, str) else raw
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _normalise_severity(cls, raw: Any) -> Any:
+        if raw is None:
+            return "info"
+        if isinstance(raw, str):
+            name = raw.strip().lower()
+            return _SEVERITY_ALIASES.get(name, name)
+        return raw
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _check_labels(cls, raw: Any) -> Any:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"labels must be an object of name: value, got {_json_type(raw)}")
+        if len(raw) > MAX_LABELS:
+            raise ValueError(f"{len(raw)} labels; at most {MAX_LABELS} are kept per signal")
+        labels: dict[str, str] = {}
+        for key, value in raw.items():
+            if not isinstance(key, str) or not key or len(key) > MAX_LABEL_KEY_CHARS:
+                raise ValueError(f"label name {str(key)[:70]!r} must be 1-{MAX_LABEL_KEY_CHARS} characters")
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, int | float):
+                value = repr(value) if isinstance(value, float) else str(value)
+            elif value is None:
+                continue
+            elif not isinstance(value, str):
+                raise ValueError(f"label {key!r} must be text or a number, got {_json_type(value)}")
+            if len(value) > MAX_LABEL_VALUE_CHARS:
+                raise ValueError(f"label {key!r} is longer than {MAX_LABEL_VALUE_CHARS} characters")
+            labels[key] = value
+        return labels
+
+    @model_validator(mode="after")
+    def _complete(self) -> Signal:
+        if self.kind == "metric" and self.value is None:
+            raise ValueError("a metric needs a numeric value")
+        if not self.id:
+            self.id = content_id(self)
+        return self
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def when(self) -> datetime:
+        """`ts` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.ts, UTC)
+
+    @property
+    def service(self) -> str:
+        """The service this signal belongs to: its `service` label, else the series prefix."""
+        return self.labels.get("service") or self.series.split(".", 1)[0]
+
+    def to_json(self) -> bytes:
+        """Compact JSON, as stored in the stream."""
+        return orjson.dumps(self.model_dump())
+
+    @classmethod
+    def from_trusted(cls, data: Mapping[str, Any]) -> Signal:
+        """Rebuild a signal that was validated at ingest (no re-validation)."""
+        return cls.model_construct(**data)
+
+
+def content_id(signal: Signal) -> str:
+    """A stable id from the signal's content, so a resend is recognised."""
+    canonical = orjson.dumps(
+        [
+            round(signal.ts, 6),
+            signal.source,
+            signal.kind,
+            signal.series,
+            signal.value,
+            sorted(signal.labels.items()),
+            signal.text,
+            signal.severity,
+        ]
+    )
+    return hashlib.blake2b(canonical, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record of a batch that failed validation, by its position in the batch."""
+
+    index: int
+    problems: list[FieldProblem]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "errors": [p.as_dict() for p in self.problems]}
+
+
+def problems_from(exc: ValidationError) -> list[FieldProblem]:
+    """Pydantic's errors as field problems with short, human messages."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "record"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "finite_number":
+            message = "must be a finite number (NaN and infinity are refused)"
+        elif error["type"] == "literal_error" and field == "kind":
+            message = f"must be one of {', '.join(KINDS)}"
+        elif error["type"] == "literal_error" and field == "severity":
+            message = f"must be one of {', '.join(SEVERITIES)}"
+        problems.append(FieldProblem(field, message))
+    return problems
+
+
+def validate_signal(record: Any) -> Signal:
+    """Validate one record or raise `InvalidSignal` naming each bad field."""
+    try:
+        return Signal.model_validate(record)
+    except ValidationError as exc:
+        raise InvalidSignal(problems_from(exc)) from exc
+
+
+def validate_batch(records: Iterable[Any]) -> tuple[list[Signal], list[Rejected]]:
+    """Validate each record; keep the good ones and say which were rejected and why."""
+    good: list[Signal] = []
+    bad: list[Rejected] = []
+    for index, record in enumerate(records):
+        try:
+            good.append(Signal.model_validate(record))
+        except ValidationError as exc:
+            bad.append(Rejected(index, problems_from(exc)))
+    return good, bad
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__

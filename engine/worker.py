@@ -1,0 +1,203 @@
+"""Workers: read the signal stream, detect, record, then acknowledge and announce.
+
+Order matters for "nothing lost, nothing doubled": a batch is recorded in one SQLite
+transaction (signals by stable id, so a redelivery is recorded once), only then
+acknowledged in Redis, and only then announced. A worker that dies before the ack
+leaves its entries pending; a live worker reclaims them after `reclaim_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.alerts import AlertChange, AlertPolicy, decide, keys_involved
+from engine.detect import Anomaly, Detection, Observation
+from engine.errors import QueueUnavailable, RecordUnavailable
+from engine.ports import (
+    AlertSink,
+    DetectorStateStore,
+    QueuedSignal,
+    RecordBatch,
+    SignalQueue,
+    SignalRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker reads and how patient it is with failures."""
+
+    batch_size: int = 500
+    block_ms: int = 1000
+    reclaim_idle_ms: int = 30_000
+    reclaim_every_s: float = 5.0
+    state_save_every_s: float = 5.0
+    retry_min_s: float = 0.2
+    retry_max_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What processing one batch did."""
+
+    read: int
+    new_signals: int
+    anomalies: int
+    alert_changes: list[AlertChange]
+
+
+class SignalProcessor:
+    """Detect → decide → record for one batch. Shared by the worker tasks of a process.
+
+    The lock makes "look at open alerts, decide, commit" atomic within the process;
+    across processes the record's unique open-alert index settles races.
+    """
+
+    def __init__(
+        self,
+        record: SignalRecord,
+        states: DetectorStateStore,
+        detection: Detection,
+        policy: AlertPolicy,
+    ) -> None:
+        self.record = record
+        self.states = states
+        self.detection = detection
+        self.policy = policy
+        self._lock = asyncio.Lock()
+
+    async def process(self, entries: Sequence[QueuedSignal]) -> BatchOutcome:
+        """Record the batch once; return the alert changes that took effect."""
+        async with self._lock:
+            fresh_ids = await self.record.new_ids([e.signal.id for e in entries])
+            fresh: list[QueuedSignal] = []
+            for entry in entries:
+                if entry.signal.id in fresh_ids:
+                    fresh.append(entry)
+                    fresh_ids.discard(entry.signal.id)  # a repeat inside the batch counts once
+            metrics = [e.signal for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
+            await self._restore_states({s.series for s in metrics})
+            observations: list[Observation] = [self.detection.observe(s) for s in metrics]
+            alert_signals = [e.signal for e in fresh if e.signal.kind == "alert"]
+            keys = keys_involved(observations, alert_signals, self.policy)
+            open_alerts = await self.record.open_alerts(keys) if keys else {}
+            changes = decide(observations, alert_signals, open_alerts, self.policy)
+            anomalies: list[Anomaly] = [o.anomaly for o in observations if o.anomaly is not None]
+            result = await self.record.commit(
+                RecordBatch(
+                    signals=[(e.signal, e.received_at) for e in fresh],
+                    anomalies=anomalies,
+                    alerts=changes,
+                )
+            )
+        applied = [c for c in changes if c.alert.id in result.applied_alerts]
+        return BatchOutcome(len(entries), result.new_signals, len(anomalies), applied)
+
+    async def _restore_states(self, series: set[str]) -> None:
+        unknown = [s for s in series if not self.detection.known(s)]
+        if unknown:
+            self.detection.restore(await self.states.load(unknown))
+
+    async def save_states(self) -> int:
+        """Persist detector states changed since the last save; return how many."""
+        dirty = self.detection.dirty_states()
+        await self.states.save(dirty)
+        return len(dirty)
+
+
+class Worker:
+    """One consumer of the signal stream."""
+
+    def __init__(
+        self,
+        name: str,
+        queue: SignalQueue,
+        processor: SignalProcessor,
+        sink: AlertSink,
+        config: WorkerConfig = WorkerConfig(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.processor = processor
+        self.sink = sink
+        self.config = config
+        self.clock = clock
+        self._next_reclaim = 0.0
+        self._next_save = clock() + config.state_save_every_s
+        self.processed = 0
+
+    async def step(self) -> BatchOutcome | None:
+        """Reclaim (when due) or read one batch, process, ack, announce."""
+        entries: list[QueuedSignal] = []
+        now = self.clock()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.config.reclaim_every_s
+            entries = await self.queue.reclaim(self.name, self.config.reclaim_idle_ms, self.config.batch_size)
+            if entries:
+                log.warning("%s reclaimed %d signals left pending by another worker", self.name, len(entries))
+        if not entries:
+            entries = await self.queue.read(self.name, self.config.batch_size, self.config.block_ms)
+        if not entries:
+            await self._maybe_save_states()
+            return None
+        outcome = await self.processor.process(entries)
+        await self.queue.ack([e.entry_id for e in entries])
+        self.processed += outcome.read
+        for change in outcome.alert_changes:
+            if change.newsworthy:
+                await self._announce(change)
+        await self._maybe_save_states()
+        return outcome
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until `stop` is set, riding out Redis and SQLite outages."""
+        delay = self.config.retry_min_s
+        failing: str | None = None
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (QueueUnavailable, RecordUnavailable) as exc:
+                if failing != type(exc).__name__:
+                    log.warning(
+                        "%s paused: %s (retrying every ≤%.0fs)", self.name, exc, self.config.retry_max_s
+                    )
+                    failing = type(exc).__name__
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+                continue
+            if failing:
+                log.warning("%s resumed after %s", self.name, failing)
+                failing, delay = None, self.config.retry_min_s
+        await self.flush_states()
+
+    async def flush_states(self) -> None:
+        """Save detector state now (at shutdown); an outage here only costs relearning."""
+        try:
+            await self.processor.save_states()
+        except QueueUnavailable as exc:
+            log.warning("detector state not saved at shutdown: %s", exc)
+
+    async def _maybe_save_states(self) -> None:
+        if self.clock() >= self._next_save:
+            self._next_save = self.clock() + self.config.state_save_every_s
+            await self.processor.save_states()
+
+    async def _announce(self, change: AlertChange) -> None:
+        try:
+            await self.sink.notify(change.alert, change.change)
+        except Exception:  # a notifier's failure must not stop recording
+            log.exception("notifying %s alert %s failed", change.change, change.alert.id)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,47 @@
+"""Every Redis key and stream name SigOps uses, in one place.
+
+A `Keys` is built once from a prefix (settings `SIGOPS_REDIS_PREFIX`, tests use their
+own) and handed to each Redis adapter, so two deployments or test runs sharing a
+Redis never see each other's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "sigops"
+WORKER_GROUP = "sigops-workers"
+
+# How long a claim or lease lives before another process may take it over.
+DETECTOR_STATE_TTL_S = 30 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def signals(self) -> str:
+        """The stream every ingested signal goes through."""
+        return f"{self.prefix}:signals"
+
+    @property
+    def group(self) -> str:
+        """The consumer group of the workers reading `signals`."""
+        return WORKER_GROUP
+
+    @property
+    def detector_state(self) -> str:
+        """Hash: series -> packed detector state."""
+        return f"{self.prefix}:detector-state"
+
+    @property
+    def ready_probe(self) -> str:
+        """A key `/readyz` may read to prove Redis answers."""
+        return f"{self.prefix}:ready"
+
+    def all_patterns(self) -> list[str]:
+        """Glob patterns matching everything under this prefix (for clean-up)."""
+        return [f"{self.prefix}:*"]

@@ -1,0 +1,380 @@
+"""The durable record in SQLite (aiosqlite, WAL): signals, anomalies, alerts.
+
+The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` takes version i to
+i + 1 and runs once, in order, at open.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from engine.alerts import Alert, AlertChange
+from engine.detect import Anomaly
+from engine.errors import RecordUnavailable
+from engine.ports import CommitResult, RecordBatch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: signals, anomalies, alerts
+    """
+    CREATE TABLE signals (
+        id TEXT NOT NULL UNIQUE,
+        ts REAL NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        series TEXT NOT NULL,
+        value REAL,
+        labels TEXT NOT NULL,
+        text TEXT,
+        severity TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX signals_series_ts ON signals (series, ts);
+    CREATE INDEX signals_ts ON signals (ts);
+    CREATE TABLE anomalies (
+        id TEXT PRIMARY KEY,
+        signal_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        series TEXT NOT NULL,
+        service TEXT NOT NULL,
+        value REAL NOT NULL,
+        expected REAL NOT NULL,
+        lower REAL NOT NULL,
+        upper REAL NOT NULL,
+        score REAL NOT NULL,
+        detectors TEXT NOT NULL,
+        explanation TEXT NOT NULL,
+        labels TEXT NOT NULL
+    );
+    CREATE INDEX anomalies_ts ON anomalies (ts);
+    CREATE INDEX anomalies_series_ts ON anomalies (series, ts);
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        series TEXT NOT NULL,
+        service TEXT NOT NULL,
+        source TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        resolved_at REAL,
+        score REAL NOT NULL,
+        value REAL,
+        expected REAL,
+        lower REAL,
+        upper REAL,
+        explanation TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        version INTEGER NOT NULL
+    );
+    -- At most one open alert per group, even with several workers racing to open it.
+    CREATE UNIQUE INDEX alerts_open_group ON alerts (group_key) WHERE status != 'resolved';
+    CREATE INDEX alerts_updated ON alerts (updated_at);
+    """,
+]
+
+_SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
+_ALERT_COLUMNS = (
+    "id, group_key, status, severity, title, series, service, source, started_at, updated_at, "
+    "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version"
+)
+_ANOMALY_COLUMNS = (
+    "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
+)
+
+
+async def guarded(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a SQLite call, mapping failures of the database itself to RecordUnavailable."""
+    try:
+        return await call()
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, ValueError) as exc:
+        # ValueError: aiosqlite's "no active connection" after close.
+        raise RecordUnavailable(f"SQLite failed while {what}: {exc}") from exc
+
+
+class SqliteRecord:
+    """The `SignalRecord` port on one SQLite file."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SqliteRecord:
+        """Open (creating if needed) and migrate the record at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RecordUnavailable(f"cannot open SQLite file {path}: {exc}") from exc
+        record = cls(conn, path)
+        await guarded(lambda: record._configure(busy_timeout_ms), f"opening {path}")
+        return record
+
+    async def _configure(self, busy_timeout_ms: int) -> None:
+        await self.conn.execute("PRAGMA journal_mode=WAL")
+        await self.conn.execute("PRAGMA synchronous=NORMAL")
+        await self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        await self.migrate()
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; return the schema version now in force."""
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(script):
+                    await self.conn.execute(statement)
+                await self.conn.execute(f"PRAGMA user_version={target}")
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            log.info("SQLite schema migrated to version %d", target)
+        return len(MIGRATIONS)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def ping(self) -> bool:
+        try:
+            await guarded(lambda: self.conn.execute_fetchall("SELECT 1"), "pinging")
+        except RecordUnavailable:
+            return False
+        return True
+
+    async def new_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        unique = list(dict.fromkeys(ids))
+        rows = await self._select_in("SELECT id FROM signals WHERE id IN ({marks})", unique, "checking ids")
+        known = {r[0] for r in rows}
+        return set(unique) - known
+
+    async def commit(self, batch: RecordBatch) -> CommitResult:
+        return await guarded(lambda: self._commit(batch), "recording a batch")
+
+    async def _commit(self, batch: RecordBatch) -> CommitResult:
+        now = time.time()
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            await conn.executemany(
+                "INSERT OR IGNORE INTO signals (id, ts, source, kind, series, value, labels, text, "
+                "severity, received_at, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        s.id,
+                        s.ts,
+                        s.source,
+                        s.kind,
+                        s.series,
+                        s.value,
+                        orjson.dumps(s.labels).decode(),
+                        s.text,
+                        s.severity,
+                        received,
+                        now,
+                    )
+                    for s, received in batch.signals
+                ],
+            )
+            new_signals = conn.total_changes - before
+            if batch.anomalies:
+                await conn.executemany(
+                    f"INSERT OR IGNORE INTO anomalies ({_ANOMALY_COLUMNS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [_anomaly_row(a) for a in batch.anomalies],
+                )
+            applied = set()
+            for change in batch.alerts:
+                if await self._write_alert(change):
+                    applied.add(change.alert.id)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return CommitResult(new_signals, frozenset(applied))
+
+    async def _write_alert(self, change: AlertChange) -> bool:
+        alert = change.alert
+        row = _alert_row(alert)
+        before = self.conn.total_changes
+        if change.change == "opened":
+            # OR IGNORE: another worker may have opened this group a moment ago.
+            await self.conn.execute(
+                f"INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS}) VALUES ({','.join('?' * len(row))})",
+                row,
+            )
+        else:
+            sets = ", ".join(f"{c.strip()}=?" for c in _ALERT_COLUMNS.split(",")[1:])
+            await self.conn.execute(
+                f"UPDATE alerts SET {sets} WHERE id=? AND version<?", (*row[1:], alert.id, alert.version)
+            )
+        return self.conn.total_changes > before
+
+    async def open_alerts(self, keys: Sequence[str]) -> dict[str, Alert]:
+        rows = await self._select_in(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' AND group_key IN ({{marks}})",
+            list(keys),
+            "reading open alerts",
+        )
+        return {a.group_key: a for a in map(_alert_from_row, rows)}
+
+    async def _select_in(self, sql: str, values: list[str], what: str) -> list[Any]:
+        """Run `sql` with `{marks}` bound to `values`, in chunks under SQLite's parameter limit."""
+        rows: list[Any] = []
+        for chunk in _chunks(values, 900):
+            query = sql.format(marks=",".join("?" * len(chunk)))
+            rows += await guarded(lambda q=query, c=chunk: self.conn.execute_fetchall(q, c), what)  # type: ignore[misc]
+        return rows
+
+    async def firing_alerts(self, limit: int = 50) -> list[Alert]:
+        rows = await guarded(
+            lambda: self.conn.execute_fetchall(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' "
+                f"ORDER BY {_SEVERITY_ORDER} DESC, updated_at DESC LIMIT ?",
+                (limit,),
+            ),
+            "listing firing alerts",
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    async def alerts_since(self, since: float, limit: int = 200) -> list[Alert]:
+        """Alerts touched since `since`, newest first, whatever their state."""
+        rows = await guarded(
+            lambda: self.conn.execute_fetchall(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE updated_at >= ? ORDER BY updated_at DESC LIMIT ?",
+                (since, limit),
+            ),
+            "listing alerts",
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]:
+        rows = await guarded(
+            lambda: self.conn.execute_fetchall(
+                f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+                (since, limit),
+            ),
+            "listing anomalies",
+        )
+        return [_anomaly_from_row(r) for r in rows]
+
+    async def prune(self, before: float, chunk: int = 10_000) -> int:
+        """Delete signals older than `before` in small transactions; return how many."""
+        total = 0
+        while True:
+            cursor = await guarded(
+                lambda: self.conn.execute(
+                    "DELETE FROM signals WHERE rowid IN (SELECT rowid FROM signals WHERE ts < ? LIMIT ?)",
+                    (before, chunk),
+                ),
+                "pruning old signals",
+            )
+            total += cursor.rowcount
+            if cursor.rowcount < chunk:
+                return total
+
+    async def count(self, table: str) -> int:
+        """Rows in one of the record's tables (for status and tests)."""
+        if table not in {"signals", "anomalies", "alerts"}:
+            raise ValueError(f"unknown table {table!r}")
+        rows = await guarded(
+            lambda: self.conn.execute_fetchall(f"SELECT count(*) FROM {table}"), f"counting {table}"
+        )
+        return int(next(iter(rows))[0])
+
+
+def _statements(script: str) -> Iterable[str]:
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _anomaly_row(a: Anomaly) -> tuple[Any, ...]:
+    return (
+        a.id,
+        a.signal_id,
+        a.ts,
+        a.series,
+        a.service,
+        a.value,
+        a.expected,
+        a.lower,
+        a.upper,
+        a.score,
+        ",".join(a.detectors),
+        a.explanation,
+        orjson.dumps(dict(a.labels)).decode(),
+    )
+
+
+def _anomaly_from_row(row: Sequence[Any]) -> Anomaly:
+    return Anomaly(
+        id=row[0],
+        signal_id=row[1],
+        ts=row[2],
+        series=row[3],
+        service=row[4],
+        value=row[5],
+        expected=row[6],
+        lower=row[7],
+        upper=row[8],
+        score=row[9],
+        detectors=tuple(row[10].split(",")),
+        explanation=row[11],
+        labels=orjson.loads(row[12]),
+    )
+
+
+def _alert_row(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.id,
+        a.group_key,
+        a.status,
+        a.severity,
+        a.title,
+        a.series,
+        a.service,
+        a.source,
+        a.started_at,
+        a.updated_at,
+        a.resolved_at,
+        a.score,
+        a.value,
+        a.expected,
+        a.lower,
+        a.upper,
+        a.explanation,
+        orjson.dumps(dict(a.labels)).decode(),
+        a.count,
+        a.version,
+    )
+
+
+def _alert_from_row(row: Sequence[Any]) -> Alert:
+    values = list(row)
+    values[17] = orjson.loads(values[17])
+    return Alert(*values)
