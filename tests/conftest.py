@@ -1,0 +1,101 @@
+"""Shared fixtures: a real Redis under a per-test key prefix, a temporary SQLite record."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from engine.alerts import AlertPolicy
+from engine.detect import Detection, RobustZDetector
+from engine.worker import SignalProcessor, Worker, WorkerConfig
+from storage.keys import Keys
+from storage.redis_state import RedisDetectorStateStore
+from storage.redis_stream import RedisSignalQueue, connect
+from storage.sqlite import SqliteRecord
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REDIS_URL = os.environ.get("SIGOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+class RecordingSink:
+    """An AlertSink that keeps what it was told (the console sink prints the same)."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str, str]] = []
+
+    async def notify(self, alert: Any, change: str) -> None:
+        self.notes.append((alert.id, alert.series, change))
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    """The real Redis (DB 15); a failure to connect fails the test rather than skipping it."""
+    client = connect(REDIS_URL)
+    await client.ping()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def keys(redis: aioredis.Redis) -> AsyncIterator[Keys]:
+    """A key prefix of this test's own, deleted afterwards."""
+    keys = Keys(f"test-{uuid.uuid4().hex[:10]}")
+    yield keys
+    async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
+        await redis.delete(key)
+
+
+@pytest.fixture
+async def record(tmp_path: Path) -> AsyncIterator[SqliteRecord]:
+    rec = await SqliteRecord.open(tmp_path / "sigops.db")
+    yield rec
+    await rec.close()
+
+
+@pytest.fixture
+def queue(redis: aioredis.Redis, keys: Keys) -> RedisSignalQueue:
+    return RedisSignalQueue(redis, keys, maxlen=100_000)
+
+
+def make_processor(record: SqliteRecord, redis: aioredis.Redis, keys: Keys, **policy: Any) -> SignalProcessor:
+    return SignalProcessor(
+        record,
+        RedisDetectorStateStore(redis, keys),
+        Detection([RobustZDetector(warmup=20)]),
+        AlertPolicy(**policy),
+    )
+
+
+def make_worker(
+    name: str, queue: RedisSignalQueue, processor: SignalProcessor, sink: Any, **config: Any
+) -> Worker:
+    options: dict[str, Any] = {"block_ms": 50, "reclaim_every_s": 0.0}
+    options.update(config)
+    return Worker(name, queue, processor, sink, WorkerConfig(**options))
+
+
+async def drain(worker: Worker, max_steps: int = 1000) -> int:
+    """Step a worker until the stream has nothing new for it; return entries processed."""
+    total = 0
+    idle = 0
+    for _ in range(max_steps):
+        outcome = await worker.step()
+        if outcome is None:
+            idle += 1
+            if idle >= 2:
+                return total
+        else:
+            idle = 0
+            total += outcome.read
+    raise AssertionError("worker did not drain the stream")

@@ -1,0 +1,76 @@
+"""Alert decisions: open once, update quietly, escalate, resolve after a calm period."""
+
+from __future__ import annotations
+
+from engine.alerts import AlertPolicy, decide
+from engine.detect import Anomaly, Observation
+from engine.signal import Signal, validate_batch
+from engine.sources.webhooks import from_alertmanager
+from tests.conftest import fixture_json
+
+T0 = 1_795_000_000.0
+POLICY = AlertPolicy(quiet_points=3)
+
+
+def observation(i: int, score: float | None, calm: int = 0, series: str = "pay.latency") -> Observation:
+    signal = Signal(series=series, value=900.0 if score else 200.0, ts=T0 + 60 * i)
+    anomaly = None
+    if score is not None:
+        anomaly = Anomaly(
+            id=f"{signal.id}:robust_z",
+            signal_id=signal.id,
+            ts=signal.ts,
+            series=series,
+            service="pay",
+            value=900.0,
+            expected=200.0,
+            lower=170.0,
+            upper=230.0,
+            score=score,
+            detectors=("robust_z",),
+            explanation=f"{series} 900 vs expected 200±30, 70σ above",
+        )
+    return Observation(signal, anomaly, calm)
+
+
+def test_first_anomaly_opens_an_alert_and_more_points_only_update_it() -> None:
+    changes = decide([observation(0, 0.9), observation(1, 0.92)], [], {}, POLICY)
+    assert [c.change for c in changes] == ["opened"]
+    alert = changes[0].alert
+    assert alert.status == "firing" and alert.count == 2 and alert.score == 0.92
+    assert alert.severity == "warning"
+
+    later = decide([observation(2, 0.91)], [], {alert.group_key: alert}, POLICY)
+    assert [(c.change, c.newsworthy) for c in later] == [("updated", False)]
+    assert later[0].alert.id == alert.id and later[0].alert.version == alert.version + 1
+
+
+def test_a_much_stronger_anomaly_escalates() -> None:
+    opened = decide([observation(0, 0.8)], [], {}, POLICY)[0].alert
+    changes = decide([observation(1, 0.999)], [], {opened.group_key: opened}, POLICY)
+    assert changes[0].change == "escalated" and changes[0].newsworthy
+    assert changes[0].alert.severity == "error"
+
+
+def test_calm_points_resolve_only_after_the_quiet_period() -> None:
+    opened = decide([observation(0, 0.9)], [], {}, POLICY)[0].alert
+    current = {opened.group_key: opened}
+    assert decide([observation(1, None, calm=2)], [], current, POLICY) == []
+    resolved = decide([observation(2, None, calm=3)], [], current, POLICY)
+    assert [c.change for c in resolved] == ["resolved"]
+    assert resolved[0].alert.resolved_at == T0 + 120
+
+
+def test_alertmanager_firing_then_resolved() -> None:
+    firing, _ = validate_batch(from_alertmanager(fixture_json("alertmanager/firing.json")))
+    opened = decide([], firing, {}, POLICY)
+    assert [c.change for c in opened] == ["opened", "opened"]
+    assert {c.alert.title for c in opened} == {"HighErrorRate"}
+    assert {c.alert.severity for c in opened} == {"critical"}
+    current = {c.alert.group_key: c.alert for c in opened}
+
+    assert decide([], firing, current, POLICY) == []  # a repeat is not news
+
+    later, _ = validate_batch(from_alertmanager(fixture_json("alertmanager/one-resolved.json")))
+    changes = decide([], later, current, POLICY)
+    assert [(c.alert.labels["instance"], c.change) for c in changes] == [("pay-1:9100", "resolved")]
