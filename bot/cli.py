@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     runners: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "serve": _serve,
         "worker": _worker,
@@ -124,7 +125,8 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _finish(rt: Runtime) -> None:
     """Let workers finish their batch and save detector state."""
-    await asyncio.wait(rt.tasks, timeout=15)
+    if rt.tasks:
+        await asyncio.wait(rt.tasks, timeout=15)
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process stand-in")
     redis_prefix: str = Field(default="sigops", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     data_dir: Path = Path("./data")
-    stream_maxlen: int = Field(default=1_000_000, ge=1_000)
+    stream_maxlen: int = Field(default=100_000, ge=100)  # stream entries of ≤100 signals each
 
     # HTTP ingest
     http_host: str = "127.0.0.1"
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
 
     # Workers and detection
     workers: int = Field(default=1, ge=0, le=32)
-    worker_batch: int = Field(default=500, ge=1, le=10_000)
+    worker_batch: int = Field(default=20, ge=1, le=1_000)  # stream entries (≤100 signals each) per read
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     detect_threshold: float = Field(default=5.0, gt=0)
     detect_warmup: int = Field(default=30, ge=2)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.signal import Signal
+from engine.signal import Signal, make_signal
 
 DAY_S = 86400.0
 
@@ -61,7 +61,7 @@ class DemoWorld:
         signals = self._metrics(ts, live_step=step)
         if step == DEPLOY_STEP:
             signals.append(
-                Signal(
+                make_signal(
                     ts=ts,
                     source="deploys",
                     kind="change",
@@ -77,7 +77,7 @@ class DemoWorld:
             )
         if step >= ERROR_SHIFT_STEP and step % 3 == 0:
             signals.append(
-                Signal(
+                make_signal(
                     ts=ts,
                     source="logs",
                     kind="log",
@@ -106,28 +106,28 @@ class DemoWorld:
                 if svc.name == "payments" and LATENCY_SPIKE_STEP <= live_step < LATENCY_SPIKE_STEP + 3:
                     latency *= 4.5
             out += [
-                Signal(
+                make_signal(
                     ts=ts,
                     source="demo",
                     series=f"{svc.name}.requests",
                     value=round(requests, 1),
                     labels=labels,
                 ),
-                Signal(
+                make_signal(
                     ts=ts,
                     source="demo",
                     series=f"{svc.name}.latency_p99",
                     value=round(latency, 1),
                     labels=labels,
                 ),
-                Signal(ts=ts, source="demo", series=f"{svc.name}.errors", value=errors, labels=labels),
+                make_signal(ts=ts, source="demo", series=f"{svc.name}.errors", value=errors, labels=labels),
             ]
         if live_step is not None and live_step >= DRIFT_STEP:
             self.queue_depth += 6.0 + rng.gauss(0, 2)  # a consumer falling behind
         else:
             self.queue_depth = 40.0 + rng.gauss(0, 3)
         out.append(
-            Signal(
+            make_signal(
                 ts=ts,
                 source="demo",
                 series="search.queue_depth",

@@ -21,9 +21,9 @@ from engine.signal import Signal
 _MEAN_ABS_DEV_TO_SIGMA = math.sqrt(math.pi / 2)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
-    """What one detector thinks of one point."""
+    """What one detector thinks of one point (not frozen: one is made per point)."""
 
     detector: str
     score: float  # in [0, 1]
@@ -113,35 +113,34 @@ class RobustZDetector:
         return RobustZState()
 
     def observe(self, state: RobustZState, ts: float, value: float) -> Verdict | None:
-        if state.n == 0:
+        n, mean = state.n, state.mean
+        if n == 0:
             state.n, state.mean, state.mad = 1, value, 0.0
             return None
-        sigma = max(
-            _MEAN_ABS_DEV_TO_SIGMA * state.mad,
-            self.rel_floor * abs(state.mean),
-            self.abs_floor,
-        )
-        residual = value - state.mean
+        sigma = _MEAN_ABS_DEV_TO_SIGMA * state.mad
+        floor = self.rel_floor * abs(mean)
+        if sigma < floor:
+            sigma = floor
+        if sigma < self.abs_floor:
+            sigma = self.abs_floor
+        residual = value - mean
         z = residual / sigma
-        expected = state.mean
-        warm = state.n >= self.warmup
-        # Early on learn fast (plain averages), later clip what outliers can teach.
-        rate_mean = max(self.alpha, 1.0 / (state.n + 1))
-        rate_scale = max(self.beta, 1.0 / (state.n + 1))
-        step = residual if not warm else max(-self.clip * sigma, min(self.clip * sigma, residual))
-        state.mean += rate_mean * step
-        state.mad += rate_scale * (min(abs(residual), self.clip * sigma if warm else math.inf) - state.mad)
-        state.n += 1
-        if not warm:
+        if n < self.warmup:
+            # Early on learn fast (plain averages); no verdicts yet.
+            rate = max(self.alpha, 1.0 / (n + 1))
+            state.mean = mean + rate * residual
+            state.mad += max(self.beta, 1.0 / (n + 1)) * (abs(residual) - state.mad)
+            state.n = n + 1
             return None
+        # Once warm, clip what an outlier can teach the baseline and the scale.
+        limit = self.clip * sigma
+        step = limit if residual > limit else -limit if residual < -limit else residual
+        state.mean = mean + self.alpha * step
+        state.mad += self.beta * (min(abs(residual), limit) - state.mad)
+        state.n = n + 1
+        band = self.band * sigma
         return Verdict(
-            detector=self.name,
-            score=anomaly_score(z),
-            z=z,
-            expected=expected,
-            lower=expected - self.band * sigma,
-            upper=expected + self.band * sigma,
-            anomalous=abs(z) >= self.threshold,
+            self.name, anomaly_score(z), z, mean, mean - band, mean + band, abs(z) >= self.threshold
         )
 
     def pack(self, state: RobustZState) -> bytes:
@@ -161,9 +160,9 @@ class SeriesState:
     dirty: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Observation:
-    """What detection made of one metric signal."""
+    """What detection made of one metric signal (not frozen: one is made per point)."""
 
     signal: Signal
     anomaly: Anomaly | None
@@ -195,18 +194,18 @@ class Detection:
 
     def observe(self, signal: Signal) -> Observation:
         """Feed one metric point through every detector."""
-        assert signal.value is not None
+        value = signal.value
+        assert value is not None
         series = self._series.get(signal.series)
         if series is None:
             series = SeriesState([d.new_state() for d in self.detectors])
             self._series[signal.series] = series
-        verdicts = [
-            v
-            for d, s in zip(self.detectors, series.states, strict=True)
-            if (v := d.observe(s, signal.ts, signal.value)) is not None
-        ]
         series.dirty = True
-        fired = [v for v in verdicts if v.anomalous]
+        fired: list[Verdict] = []
+        for detector, state in zip(self.detectors, series.states, strict=True):
+            verdict = detector.observe(state, signal.ts, value)
+            if verdict is not None and verdict.anomalous:
+                fired.append(verdict)
         if not fired:
             series.calm += 1
             return Observation(signal, None, series.calm)

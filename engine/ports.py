@@ -7,6 +7,7 @@ and hands them to the engine; the engine never imports `storage`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +16,7 @@ from engine.detect import Anomaly
 from engine.signal import Signal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueuedSignal:
     """A signal read from the stream, with what is needed to acknowledge it."""
 
@@ -28,11 +29,11 @@ class SignalQueue(Protocol):
     """The stream between ingest and the workers (Redis Streams in production)."""
 
     async def publish(self, signals: Sequence[Signal], received_at: float) -> list[str]:
-        """Append signals; return their stream entry ids. Raises QueueUnavailable."""
+        """Append signals (several may share an entry); return the entry ids. Raises QueueUnavailable."""
         ...
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[QueuedSignal]:
-        """New entries for this consumer (they stay pending until acked)."""
+        """Signals of up to `count` new entries for this consumer (pending until acked)."""
         ...
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[QueuedSignal]:
@@ -48,40 +49,35 @@ class SignalQueue(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class RecordBatch:
-    """What one worker batch commits in one transaction."""
+class RecordTransaction(Protocol):
+    """One atomic unit of recording: everything in it commits together or not at all."""
 
-    signals: Sequence[tuple[Signal, float]]  # (signal, received_at)
-    anomalies: Sequence[Anomaly]
-    alerts: Sequence[AlertChange]
+    async def add_signals(self, signals: Sequence[tuple[Signal, float]]) -> set[str]:
+        """Record (signal, received_at) pairs; return the ids that were not recorded before."""
+        ...
 
+    async def open_alerts(self, keys: Sequence[str]) -> dict[str, Alert]:
+        """Alerts not yet resolved, by group key (as this transaction sees them)."""
+        ...
 
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """What a commit changed: new signals, and the alert changes that took effect.
+    async def add_anomalies(self, anomalies: Sequence[Anomaly]) -> None:
+        """Record anomalies (idempotent by id)."""
+        ...
 
-    An alert opening can lose a race with another worker opening the same group;
-    only the changes listed here should be announced.
-    """
+    async def write_alerts(self, changes: Sequence[AlertChange]) -> frozenset[str]:
+        """Apply alert changes; return the ids of those that took effect.
 
-    new_signals: int
-    applied_alerts: frozenset[str]
+        An opening can lose a race with another worker opening the same group, and an
+        update can be stale; only the changes returned should be announced.
+        """
+        ...
 
 
 class SignalRecord(Protocol):
     """The durable record (SQLite in production)."""
 
-    async def new_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of these signal ids are not recorded yet."""
-        ...
-
-    async def commit(self, batch: RecordBatch) -> CommitResult:
-        """Record a batch atomically (signals by id, once)."""
-        ...
-
-    async def open_alerts(self, keys: Sequence[str]) -> dict[str, Alert]:
-        """Alerts not yet resolved, by group key."""
+    def transaction(self) -> AbstractAsyncContextManager[RecordTransaction]:
+        """A write transaction, committed when the block exits normally."""
         ...
 
     async def firing_alerts(self, limit: int = 50) -> list[Alert]:

@@ -17,14 +17,7 @@ from dataclasses import dataclass
 from engine.alerts import AlertChange, AlertPolicy, decide, keys_involved
 from engine.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
-from engine.ports import (
-    AlertSink,
-    DetectorStateStore,
-    QueuedSignal,
-    RecordBatch,
-    SignalQueue,
-    SignalRecord,
-)
+from engine.ports import AlertSink, DetectorStateStore, QueuedSignal, SignalQueue, SignalRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +26,7 @@ log = logging.getLogger(__name__)
 class WorkerConfig:
     """How a worker reads and how patient it is with failures."""
 
-    batch_size: int = 500
+    batch_size: int = 20  # stream entries per read, each up to 100 signals
     block_ms: int = 1000
     reclaim_idle_ms: int = 30_000
     reclaim_every_s: float = 5.0
@@ -73,9 +66,9 @@ class SignalProcessor:
         self._lock = asyncio.Lock()
 
     async def process(self, entries: Sequence[QueuedSignal]) -> BatchOutcome:
-        """Record the batch once; return the alert changes that took effect."""
-        async with self._lock:
-            fresh_ids = await self.record.new_ids([e.signal.id for e in entries])
+        """Record the batch once, in one transaction; return the alert changes that took effect."""
+        async with self._lock, self.record.transaction() as tx:
+            fresh_ids = await tx.add_signals([(e.signal, e.received_at) for e in entries])
             fresh: list[QueuedSignal] = []
             for entry in entries:
                 if entry.signal.id in fresh_ids:
@@ -86,18 +79,14 @@ class SignalProcessor:
             observations: list[Observation] = [self.detection.observe(s) for s in metrics]
             alert_signals = [e.signal for e in fresh if e.signal.kind == "alert"]
             keys = keys_involved(observations, alert_signals, self.policy)
-            open_alerts = await self.record.open_alerts(keys) if keys else {}
+            open_alerts = await tx.open_alerts(keys) if keys else {}
             changes = decide(observations, alert_signals, open_alerts, self.policy)
             anomalies: list[Anomaly] = [o.anomaly for o in observations if o.anomaly is not None]
-            result = await self.record.commit(
-                RecordBatch(
-                    signals=[(e.signal, e.received_at) for e in fresh],
-                    anomalies=anomalies,
-                    alerts=changes,
-                )
-            )
-        applied = [c for c in changes if c.alert.id in result.applied_alerts]
-        return BatchOutcome(len(entries), result.new_signals, len(anomalies), applied)
+            await tx.add_anomalies(anomalies)
+            applied = await tx.write_alerts(changes)
+        return BatchOutcome(
+            len(entries), len(fresh), len(anomalies), [c for c in changes if c.alert.id in applied]
+        )
 
     async def _restore_states(self, series: set[str]) -> None:
         unknown = [s for s in series if not self.detection.known(s)]

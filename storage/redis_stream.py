@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 
 from engine.errors import QueueUnavailable
 from engine.ports import QueuedSignal
-from engine.signal import Signal
+from engine.signal import Signal, signals_from_json, signals_to_json
 from storage.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,23 @@ async def guarded(call: Callable[[], Awaitable[T]], what: str) -> T:
         raise
 
 
-class RedisSignalQueue:
-    """The `SignalQueue` port on a Redis stream with one consumer group."""
+# Signals per stream entry. One XADD per signal costs ~30 µs of client time in Python,
+# one per chunk ~1 µs per signal; acks and reclaims then work per chunk.
+CHUNK = 100
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int) -> None:
+
+class RedisSignalQueue:
+    """The `SignalQueue` port on a Redis stream with one consumer group.
+
+    Each entry carries up to `chunk` signals as one JSON array; `maxlen` bounds the
+    number of entries (approximately, as Redis trims whole nodes).
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int, chunk: int = CHUNK) -> None:
         self.redis = redis
         self.keys = keys
         self.maxlen = maxlen
+        self.chunk = chunk
         self._group_ready = False
         self._reclaim_cursor = "0-0"
 
@@ -77,13 +87,14 @@ class RedisSignalQueue:
 
     async def publish(self, signals: Sequence[Signal], received_at: float) -> list[str]:
         received = repr(received_at).encode()
+        bodies = [signals_to_json(signals[i : i + self.chunk]) for i in range(0, len(signals), self.chunk)]
 
         async def send() -> list[Any]:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for signal in signals:
+                for body in bodies:
                     pipe.xadd(
                         self.keys.signals,
-                        {b"s": signal.to_json(), b"r": received},
+                        {b"b": body, b"r": received},
                         maxlen=self.maxlen,
                         approximate=True,
                     )
@@ -141,9 +152,10 @@ class RedisSignalQueue:
         return _decode(entries)
 
     async def ack(self, entry_ids: Sequence[str]) -> None:
-        if entry_ids:
+        unique = list(dict.fromkeys(entry_ids))  # signals of one chunk share an entry
+        if unique:
             await guarded(
-                lambda: self.redis.xack(self.keys.signals, self.keys.group, *entry_ids),
+                lambda: self.redis.xack(self.keys.signals, self.keys.group, *unique),
                 "acknowledging signals",
             )
 
@@ -166,13 +178,14 @@ def _decode(entries: Sequence[Any]) -> list[QueuedSignal]:
     for entry_id, fields in entries:
         if not fields:
             continue  # deleted entry (XAUTOCLAIM on old servers returns it with no fields)
-        raw = fields.get(b"s") or fields.get("s")
-        received = fields.get(b"r") or fields.get("r") or b"0"
+        raw = fields.get(b"b") or fields.get("b")
+        received = float(fields.get(b"r") or fields.get("r") or 0)
         ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         try:
-            signal = Signal.from_trusted(orjson.loads(raw))
+            signals = signals_from_json(raw)
         except (orjson.JSONDecodeError, TypeError) as exc:
-            log.error("dropping unreadable stream entry %s: %s", ident, exc)
+            # Not ours (another writer on the stream); say so, never crash the worker.
+            log.error("skipping unreadable stream entry %s: %s", ident, exc)
             continue
-        out.append(QueuedSignal(ident, signal, float(received)))
+        out += [QueuedSignal(ident, signal, received) for signal in signals]
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.alerts import AlertPolicy, decide
 from engine.detect import Anomaly, Observation
-from engine.signal import Signal, validate_batch
+from engine.signal import make_signal, validate_batch
 from engine.sources.webhooks import from_alertmanager
 from tests.conftest import fixture_json
 
@@ -13,7 +13,7 @@ POLICY = AlertPolicy(quiet_points=3)
 
 
 def observation(i: int, score: float | None, calm: int = 0, series: str = "pay.latency") -> Observation:
-    signal = Signal(series=series, value=900.0 if score else 200.0, ts=T0 + 60 * i)
+    signal = make_signal(series=series, value=900.0 if score else 200.0, ts=T0 + 60 * i)
     anomaly = None
     if score is not None:
         anomaly = Anomaly(

@@ -7,14 +7,15 @@ import random
 import pytest
 
 from engine.detect import Detection, RobustZDetector, anomaly_score
-from engine.signal import Signal
+from engine.signal import Signal, make_signal
 
 T0 = 1_795_000_000.0
 
 
 def series(values: list[float], name: str = "pay.latency") -> list[Signal]:
     return [
-        Signal(series=name, value=v, ts=T0 + 60 * i, labels={"service": "pay"}) for i, v in enumerate(values)
+        make_signal(series=name, value=v, ts=T0 + 60 * i, labels={"service": "pay"})
+        for i, v in enumerate(values)
     ]
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from engine.errors import InvalidSignal
-from engine.signal import Signal, parse_timestamp, validate_batch, validate_signal
+from engine.signal import parse_timestamp, signals_from_json, signals_to_json, validate_batch, validate_signal
 
 NOW = 1_795_330_000.0
 
@@ -89,9 +89,10 @@ def test_batch_keeps_good_records_and_reports_bad_by_index() -> None:
     assert [r.index for r in bad] == [1, 3]
 
 
-def test_trusted_round_trip_through_json() -> None:
-    signal = validate_signal({"series": "a.b", "value": 1.5, "labels": {"service": "pay"}, "kind": "metric"})
-    import orjson
-
-    assert Signal.from_trusted(orjson.loads(signal.to_json())) == signal
-    assert signal.service == "pay"
+def test_round_trip_through_the_stream_format() -> None:
+    signals = [
+        validate_signal({"series": "a.b", "value": 1.5, "labels": {"service": "pay"}}),
+        validate_signal({"series": "a.log", "kind": "log", "text": "boom", "severity": "error"}),
+    ]
+    assert signals_from_json(signals_to_json(signals)) == signals
+    assert signals[0].service == "pay" and signals[1].service == "a"

@@ -1,0 +1,247 @@
+"""Ingest benchmark on the real Redis: raw XADD, HTTP ingest, and end to end into SQLite.
+
+    .venv/bin/python bench/ingest.py [--signals 200000] [--concurrency 4] [--workers 1] [--rate 10000]
+
+Starts `sigops serve --workers 0` (HTTP only) and `sigops worker` processes against
+Redis at 127.0.0.1:6379 (DB 14, a key prefix of its own, deleted afterwards). Phases:
+raw XADD from Python (one signal per entry, and 100 per entry as SigOps writes them);
+a burst in batches of 1000 and one in batches of 100 (HTTP rate, end-to-end rate into
+SQLite, latency under backlog); then a paced load below saturation for the latency a
+signal sees when the system keeps up. Latency is ingest-to-recorded: the time from
+the HTTP request being accepted to the worker's commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/14"
+T0 = 1_795_000_000
+
+
+def bodies(total: int, batch: int, offset: int = 0) -> list[bytes]:
+    """Pre-serialised request bodies: 100 series, distinct timestamps, so every id is new."""
+    out = []
+    for start in range(offset, offset + total, batch):
+        records = [
+            {
+                "series": f"svc{i % 10}.metric{i % 100}",
+                "value": float(i % 97),
+                "ts": T0 + i * 0.001,
+                "labels": {"service": f"svc{i % 10}", "env": "prod"},
+            }
+            for i in range(start, min(start + batch, offset + total))
+        ]
+        out.append(orjson.dumps(records))
+    return out
+
+
+async def raw_xadd(total: int, batch: int, per_entry: int) -> float:
+    """Signals/s for bare pipelined XADD from Python, `per_entry` signals in each entry."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    key = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    one = orjson.dumps(
+        ["0123456789abcdef01234567", T0, "api", "metric", "svc1.metric1", 1.0, {"service": "svc1"}]
+    )
+    payload = b"[" + b",".join([one] * per_entry) + b"]"
+    started = time.perf_counter()
+    for _ in range(0, total, batch):
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(batch // per_entry):
+                pipe.xadd(key, {b"b": payload, b"r": b"0"}, maxlen=1_000_000, approximate=True)
+            await pipe.execute()
+    elapsed = time.perf_counter() - started
+    await client.delete(key)
+    await client.aclose()
+    return total / elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+    )
+
+
+async def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+async def post_all(url: str, payloads: list[bytes], concurrency: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in payloads:
+        queue.put_nowait(body)
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            async with session.post(
+                f"{url}/v1/signals", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"ingest answered {response.status}: {await response.text()}")
+
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(sender(session) for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def recorded(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM signals").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def latencies(db: Path, since: float) -> list[float]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT recorded_at - received_at FROM signals WHERE received_at >= ?", (since,))
+        return [row[0] for row in rows]
+
+
+async def paced(url: str, rate: int, seconds: float, batch: int, offset: int) -> tuple[int, float]:
+    """Post `rate` signals/s for `seconds` in batches of `batch`; return (signals, achieved rate)."""
+    payloads = bodies(int(rate * seconds), batch, offset)
+    interval = batch / rate
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        for index, body in enumerate(payloads):
+            delay = started + index * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with session.post(
+                f"{url}/v1/signals", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"ingest answered {response.status}")
+    total = len(payloads) * batch
+    return total, total / (time.perf_counter() - started)
+
+
+async def burst(
+    url: str, db: Path, label: str, count: int, batch: int, concurrency: int, offset: int
+) -> None:
+    payloads = bodies(count, batch, offset)
+    already = recorded(db)
+    since = time.time()
+    started = time.perf_counter()
+    http_s = await post_all(url, payloads, concurrency)
+    while recorded(db) < already + count:
+        if time.perf_counter() - started > 600:
+            raise RuntimeError(f"only {recorded(db) - already} of {count} recorded after 600 s")
+        await asyncio.sleep(0.02)
+    total_s = time.perf_counter() - started
+    lat = latencies(db, since)
+    print(
+        f"{label}: HTTP {count / http_s:,.0f} signals/s; end to end {count / total_s:,.0f} signals/s; "
+        f"latency under backlog p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms"
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--signals", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="signals/s in the paced phase")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {os.cpu_count()} cores; burst of {args.signals} signals, {args.workers} worker process(es)"
+    )
+    raw_one = await raw_xadd(100_000, 1000, 1)
+    raw_chunk = await raw_xadd(args.signals, 1000, 100)
+    print(f"raw XADD from Python, 1 signal per entry:    {raw_one:>10,.0f} signals/s")
+    print(f"raw XADD from Python, 100 signals per entry: {raw_chunk:>10,.0f} signals/s")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sigops-bench-"))
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")},
+        "SIGOPS_REDIS_URL": REDIS_URL,
+        "SIGOPS_REDIS_PREFIX": prefix,
+        "SIGOPS_DATA_DIR": str(data_dir),
+        "SIGOPS_HTTP_PORT": str(port),
+        "SIGOPS_LOG_LEVEL": "WARNING",
+    }
+    db = data_dir / "sigops.db"
+    url = f"http://127.0.0.1:{port}"
+    server = start(["serve", "--workers", "0"], env)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        await wait_ready(url)
+        workers = [start(["worker"], env) for _ in range(args.workers)]
+        await asyncio.sleep(1.0)  # let workers connect
+        offset = 0
+        await burst(url, db, "burst, batches of 1000", args.signals, 1000, args.concurrency, offset)
+        offset += args.signals
+        await burst(url, db, "burst, batches of 100 ", args.signals // 2, 100, args.concurrency, offset)
+        offset += args.signals // 2
+        since = time.time()
+        sent, achieved = await paced(url, args.rate, 10.0, 100, offset)
+        deadline = time.perf_counter() + 60
+        while recorded(db) < offset + sent and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        lat = latencies(db, since)
+        print(
+            f"paced at {achieved:,.0f} signals/s in batches of 100 for 10 s: latency p50 "
+            f"{pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+        )
+    finally:
+        for proc in [server, *workers]:
+            proc.terminate()
+        for proc in [server, *workers]:
+            proc.wait(timeout=30)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+        await client.aclose()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

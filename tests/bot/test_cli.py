@@ -1,0 +1,133 @@
+"""The `sigops` command as a user runs it: help, bad settings, the demo, chat and ask."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.alerts import Alert, AlertChange
+from engine.detect import Anomaly
+from storage.sqlite import SqliteRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_lists_the_subcommands(tmp_path: Path) -> None:
+    result = run(["--help"], tmp_path)
+    assert result.returncode == 0
+    for command in ("serve", "worker", "demo", "chat", "ask"):
+        assert command in result.stdout
+
+
+def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
+    result = run(
+        ["ask", "anything"], tmp_path, env={"SIGOPS_HTTP_PORT": "eighty", "SIGOPS_TIMEZONE": "Mars/Olympus"}
+    )
+    assert result.returncode == 2
+    assert "SIGOPS_HTTP_PORT" in result.stderr and "'eighty'" in result.stderr
+    assert "SIGOPS_TIMEZONE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_the_whole_loop_and_shows_alerts(tmp_path: Path) -> None:
+    result = run(["demo", "--duration", "12", "--interval", "0.4", "--no-http"], tmp_path, timeout=90)
+    assert result.returncode == 0, result.stderr
+    # It says once what it runs without, and how to add each.
+    assert result.stderr.count("no Redis") == 1
+    assert "SIGOPS_REDIS_URL" in result.stderr and "SIGOPS_OLLAMA_HOST" in result.stderr
+    assert "SIGOPS_TELEGRAM_TOKEN" in result.stderr and "SIGOPS_SLACK_BOT_TOKEN" in result.stderr
+    # The injected incidents reach the console as alerts, each announced once.
+    firing = [line for line in result.stdout.splitlines() if line.startswith("FIRING")]
+    assert any("checkout.errors" in line for line in firing), result.stdout[-2000:]
+    assert any("payments.latency_p99" in line for line in firing)
+    assert len(firing) == len(set(firing))
+    assert "vs expected" in result.stdout
+    assert (tmp_path / "data" / "demo.db").exists()
+    # Nothing was flagged during the quiet 3-hour backfill.
+    assert not any("requests" in line for line in firing)
+
+
+async def seed(path: Path) -> None:
+    record = await SqliteRecord.open(path)
+    now = __import__("time").time()
+    anomaly = Anomaly(
+        id="sig1:robust_z",
+        signal_id="sig1aaaaaaaa",
+        ts=now - 600,
+        series="payments.latency_p99",
+        service="payments",
+        value=840.0,
+        expected=210.0,
+        lower=170.0,
+        upper=250.0,
+        score=0.97,
+        detectors=("robust_z",),
+        explanation="payments.latency_p99 840 vs expected 210±40, 6.1σ above",
+    )
+    alert = Alert(
+        id="3f9a2c1b",
+        group_key="anomaly:payments.latency_p99",
+        status="firing",
+        severity="error",
+        title="payments.latency_p99 unusually high",
+        series="payments.latency_p99",
+        service="payments",
+        source="demo",
+        started_at=now - 600,
+        updated_at=now - 600,
+        score=0.97,
+        value=840.0,
+        expected=210.0,
+        lower=170.0,
+        upper=250.0,
+        explanation=anomaly.explanation,
+    )
+    async with record.transaction() as tx:
+        await tx.add_anomalies([anomaly])
+        await tx.write_alerts([AlertChange(alert, "opened")])
+    await record.close()
+
+
+async def test_chat_status_lists_firing_alerts_with_score_and_series(tmp_path: Path) -> None:
+    await seed(tmp_path / "sigops.db")
+    result = run(
+        ["chat"],
+        tmp_path,
+        env={"SIGOPS_DATA_DIR": str(tmp_path)},
+        stdin="/status\n/bogus\nwhat spiked on payments in the last 6 hours?\n",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "1 alert(s) firing" in out
+    assert "[3f9a2c1b] ERROR payments.latency_p99 unusually high — score 0.97" in out
+    assert "Unknown command /bogus" in out
+    assert "In the last 6 hours for payments: 1 alert(s)" in out
+    assert "peak 840 vs expected 210" in out
+
+
+async def test_ask_json_gives_answer_evidence_and_figures(tmp_path: Path) -> None:
+    await seed(tmp_path / "sigops.db")
+    result = run(
+        ["ask", "--json", "anything odd with payments?"], tmp_path, env={"SIGOPS_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["services"] == ["payments"]
+    assert {e["id"] for e in answer["evidence"]} == {"3f9a2c1b", "sig1aaaa"}
+    assert answer["figures"]["alerts"] == 1 and answer["figures"]["max_score"] == 0.97
