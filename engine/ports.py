@@ -44,6 +44,10 @@ class SignalQueue(Protocol):
         """Mark entries done; only after their effects are committed."""
         ...
 
+    async def dead_letter(self, entry: QueuedSignal, error: str) -> None:
+        """Set aside a signal that cannot be processed, with why, for a person to look at."""
+        ...
+
     async def ping(self) -> bool:
         """True when the stream answers."""
         ...

@@ -136,7 +136,15 @@ class Worker:
         if not entries:
             await self._maybe_save_states()
             return None
-        outcome = await self.processor.process(entries)
+        try:
+            outcome = await self.processor.process(entries)
+        except (QueueUnavailable, RecordUnavailable):
+            raise
+        except Exception:  # a bug or a poison signal: find it rather than retry the batch forever
+            log.exception(
+                "%s: a batch of %d signals failed; retrying them one by one", self.name, len(entries)
+            )
+            outcome = await self._process_singly(entries)
         await self.queue.ack([e.entry_id for e in entries])
         self.processed += outcome.read
         for change in outcome.alert_changes:
@@ -144,6 +152,25 @@ class Worker:
                 await self._announce(change)
         await self._maybe_save_states()
         return outcome
+
+    async def _process_singly(self, entries: Sequence[QueuedSignal]) -> BatchOutcome:
+        """Process each signal alone; set aside (dead-letter) those that still fail."""
+        read = new = anomalies = 0
+        changes: list[AlertChange] = []
+        for entry in entries:
+            try:
+                outcome = await self.processor.process([entry])
+            except (QueueUnavailable, RecordUnavailable):
+                raise
+            except Exception as exc:
+                log.error("%s: signal %s set aside: %r", self.name, entry.signal.id, exc)
+                await self.queue.dead_letter(entry, repr(exc))
+                continue
+            read += outcome.read
+            new += outcome.new_signals
+            anomalies += outcome.anomalies
+            changes += outcome.alert_changes
+        return BatchOutcome(read, new, anomalies, changes)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, riding out Redis and SQLite outages."""
@@ -158,6 +185,12 @@ class Worker:
                         "%s paused: %s (retrying every ≤%.0fs)", self.name, exc, self.config.retry_max_s
                     )
                     failing = type(exc).__name__
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+                continue
+            except Exception:  # never let a worker die silently: log loudly, back off, go on
+                log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
+                failing = "unexpected error"
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self.config.retry_max_s)
                 continue

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "sigops"
 WORKER_GROUP = "sigops-workers"
 
-# How long a claim or lease lives before another process may take it over.
-DETECTOR_STATE_TTL_S = 30 * 24 * 3600
+DEAD_LETTERS_MAXLEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +30,11 @@ class Keys:
     def group(self) -> str:
         """The consumer group of the workers reading `signals`."""
         return WORKER_GROUP
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of signals that failed processing even one at a time, with the error."""
+        return f"{self.prefix}:signals:dead"
 
     @property
     def detector_state(self) -> str:

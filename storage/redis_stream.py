@@ -11,11 +11,12 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.typing import EncodableT, FieldT
 
 from engine.errors import QueueUnavailable
 from engine.ports import QueuedSignal
 from engine.signal import Signal, signals_from_json, signals_to_json
-from storage.keys import Keys
+from storage.keys import DEAD_LETTERS_MAXLEN, Keys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,6 +159,22 @@ class RedisSignalQueue:
                 lambda: self.redis.xack(self.keys.signals, self.keys.group, *unique),
                 "acknowledging signals",
             )
+
+    async def dead_letter(self, entry: QueuedSignal, error: str) -> None:
+        fields: dict[FieldT, EncodableT] = {
+            b"b": signals_to_json([entry.signal]),
+            b"entry": entry.entry_id.encode(),
+            b"error": error[:2000].encode(),
+        }
+        await guarded(
+            lambda: self.redis.xadd(
+                self.keys.dead_letters,
+                fields,
+                maxlen=DEAD_LETTERS_MAXLEN,
+                approximate=True,
+            ),
+            "setting a signal aside",
+        )
 
     async def ping(self) -> bool:
         try:

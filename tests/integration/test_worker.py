@@ -1,0 +1,103 @@
+"""Worker behaviour on the real Redis: state survives restarts, a poison signal is set aside."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from engine.alerts import AlertPolicy
+from engine.detect import Detection, RobustZDetector, RobustZState, Verdict
+from engine.signal import make_signal
+from engine.worker import SignalProcessor
+from storage.keys import Keys
+from storage.redis_state import RedisDetectorStateStore
+from storage.redis_stream import RedisSignalQueue
+from storage.sqlite import MIGRATIONS, SqliteRecord
+from tests.conftest import RecordingSink, drain, make_worker
+
+T0 = 1_795_000_000.0
+
+
+def history(n: int, series: str = "pay.latency") -> list[Any]:
+    rng = random.Random(5)
+    return [make_signal(series=series, value=rng.gauss(200, 10), ts=T0 + 60 * i) for i in range(n)]
+
+
+async def test_detector_state_survives_a_worker_restart(
+    queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    await queue.ensure_group()
+    await queue.publish(history(100), time.time())
+    first = SignalProcessor(
+        record, RedisDetectorStateStore(redis, keys), Detection([RobustZDetector(warmup=50)]), AlertPolicy()
+    )
+    worker = make_worker("before", queue, first, RecordingSink())
+    await drain(worker)
+    await worker.flush_states()  # what `run` does at shutdown
+    assert await redis.hexists(keys.detector_state, "pay.latency")
+
+    # A new process: fresh Detection, same Redis. One spike, no warm-up needed.
+    second = SignalProcessor(
+        record, RedisDetectorStateStore(redis, keys), Detection([RobustZDetector(warmup=50)]), AlertPolicy()
+    )
+    sink = RecordingSink()
+    await queue.publish([make_signal(series="pay.latency", value=600.0, ts=T0 + 60 * 100)], time.time())
+    await drain(make_worker("after", queue, second, sink))
+    assert [(series, change) for _, series, change in sink.notes] == [("pay.latency", "opened")]
+
+
+@dataclass
+class PoisonDetector(RobustZDetector):
+    """A detector with a bug that only one value triggers."""
+
+    name: str = "buggy"
+
+    def observe(self, state: RobustZState, ts: float, value: float) -> Verdict | None:
+        if value == 666.0:
+            raise ZeroDivisionError("bug in detector")
+        return super().observe(state, ts, value)
+
+
+async def test_a_poison_signal_is_set_aside_and_the_rest_recorded(
+    queue: RedisSignalQueue,
+    record: SqliteRecord,
+    redis: aioredis.Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await queue.ensure_group()
+    good = [make_signal(series="a.b", value=float(i), ts=T0 + i) for i in range(50)]
+    poison = make_signal(series="a.b", value=666.0, ts=T0 + 1000)
+    await queue.publish([*good[:25], poison, *good[25:]], time.time())
+    processor = SignalProcessor(
+        record, RedisDetectorStateStore(redis, keys), Detection([PoisonDetector()]), AlertPolicy()
+    )
+    with caplog.at_level(logging.ERROR):
+        await drain(make_worker("w", queue, processor, RecordingSink()))
+    assert await record.count("signals") == 50
+    assert await queue.pending_count() == 0  # nothing left to loop on
+    dead = await redis.xrange(keys.dead_letters)
+    assert len(dead) == 1
+    assert b"bug in detector" in dead[0][1][b"error"]
+    assert poison.id.encode() in dead[0][1][b"b"]
+    assert "set aside" in caplog.text
+
+
+async def test_migrations_run_once_and_set_the_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    record = await SqliteRecord.open(path)
+    async with record.conn.execute("PRAGMA user_version") as cursor:
+        assert (await cursor.fetchone())[0] == len(MIGRATIONS)  # type: ignore[index]
+    async with record.transaction() as tx:
+        await tx.add_signals([(make_signal(series="a", value=1.0, ts=T0), T0)])
+    await record.close()
+    reopened = await SqliteRecord.open(path)  # would fail on CREATE TABLE if it migrated again
+    assert await reopened.count("signals") == 1
+    await reopened.close()
