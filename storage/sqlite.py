@@ -158,7 +158,7 @@ class SqliteRecord:
 
     async def ping(self) -> bool:
         try:
-            await guarded(lambda: self.conn.execute_fetchall("SELECT 1"), "pinging")
+            await self._rows("SELECT 1", (), "pinging")
         except RecordUnavailable:
             return False
         return True
@@ -191,40 +191,38 @@ class SqliteRecord:
         rows: list[Any] = []
         for chunk in _chunks(values, 900):
             query = sql.format(marks=",".join("?" * len(chunk)))
-            rows += await guarded(lambda q=query, c=chunk: self.conn.execute_fetchall(q, c), what)  # type: ignore[misc]
+            rows += await self._rows(query, chunk, what)
         return rows
 
     async def firing_alerts(self, limit: int = 50) -> list[Alert]:
-        rows = await guarded(
-            lambda: self.conn.execute_fetchall(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' "
-                f"ORDER BY {_SEVERITY_ORDER} DESC, updated_at DESC LIMIT ?",
-                (limit,),
-            ),
+        rows = await self._rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' "
+            f"ORDER BY {_SEVERITY_ORDER} DESC, updated_at DESC LIMIT ?",
+            (limit,),
             "listing firing alerts",
         )
         return [_alert_from_row(r) for r in rows]
 
     async def alerts_since(self, since: float, limit: int = 200) -> list[Alert]:
         """Alerts touched since `since`, newest first, whatever their state."""
-        rows = await guarded(
-            lambda: self.conn.execute_fetchall(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE updated_at >= ? ORDER BY updated_at DESC LIMIT ?",
-                (since, limit),
-            ),
+        rows = await self._rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE updated_at >= ? ORDER BY updated_at DESC LIMIT ?",
+            (since, limit),
             "listing alerts",
         )
         return [_alert_from_row(r) for r in rows]
 
     async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]:
-        rows = await guarded(
-            lambda: self.conn.execute_fetchall(
-                f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
-                (since, limit),
-            ),
+        rows = await self._rows(
+            f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+            (since, limit),
             "listing anomalies",
         )
         return [_anomaly_from_row(r) for r in rows]
+
+    async def _rows(self, sql: str, params: Sequence[Any], what: str) -> list[Any]:
+        """Fetch all rows of one query, mapping SQLite failures to RecordUnavailable."""
+        return list(await guarded(lambda: self.conn.execute_fetchall(sql, params), what))
 
     async def prune(self, before: float, chunk: int = 10_000) -> int:
         """Delete signals older than `before` in small transactions; return how many."""
@@ -245,9 +243,7 @@ class SqliteRecord:
         """Rows in one of the record's tables (for status and tests)."""
         if table not in {"signals", "anomalies", "alerts"}:
             raise ValueError(f"unknown table {table!r}")
-        rows = await guarded(
-            lambda: self.conn.execute_fetchall(f"SELECT count(*) FROM {table}"), f"counting {table}"
-        )
+        rows = await self._rows(f"SELECT count(*) FROM {table}", (), f"counting {table}")
         return int(next(iter(rows))[0])
 
 
