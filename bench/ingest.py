@@ -174,6 +174,14 @@ async def burst(
     )
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -230,6 +238,10 @@ async def main() -> None:
         print(
             f"paced at {achieved:,.0f} signals/s in batches of 100 for 10 s: latency p50 "
             f"{pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+        )
+        print(
+            f"peak memory: HTTP server {peak_rss_mb(server.pid):.0f} MiB, "
+            + ", ".join(f"worker {peak_rss_mb(w.pid):.0f} MiB" for w in workers)
         )
     finally:
         for proc in [server, *workers]:
