@@ -18,7 +18,8 @@ from bot.http import build_app
 from bot.settings import Settings
 from engine.alerts import AlertPolicy
 from engine.answer import RetrievalAnswerer
-from engine.detect import Detection, RobustZDetector
+from engine.detect import Detection, Hysteresis
+from engine.ensemble import EnsembleDetector, LocalHours
 from engine.errors import QueueUnavailable
 from engine.ingest import Ingest
 from engine.ports import AlertSink
@@ -56,7 +57,15 @@ class Runtime:
 
 
 def build_detection(settings: Settings) -> Detection:
-    return Detection([RobustZDetector(threshold=settings.detect_threshold, warmup=settings.detect_warmup)])
+    """The detector ensemble and hysteresis as configured (shared by `serve` and `detect`)."""
+    return Detection(
+        EnsembleDetector(warmup=settings.detect_warmup, hours=LocalHours(settings.tz)),
+        Hysteresis(
+            open_score=settings.detect_open_score,
+            keep_score=settings.detect_keep_score,
+            quiet_points=settings.detect_quiet_points,
+        ),
+    )
 
 
 def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
@@ -78,7 +87,7 @@ async def open_runtime(settings: Settings, sink: AlertSink, *, sqlite_path: Path
         record,
         RedisDetectorStateStore(redis, keys),
         build_detection(settings),
-        AlertPolicy(quiet_points=settings.alert_quiet_points),
+        AlertPolicy(),
     )
     ingest = Ingest(queue, max_records=settings.max_batch)
     core = CommandCore(record, RetrievalAnswerer(record))

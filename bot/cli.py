@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 
-from bot.app import Runtime, open_runtime, start_http, start_scheduler, start_workers
+from bot.app import Runtime, build_detection, open_runtime, start_http, start_scheduler, start_workers
 from bot.commands import CommandCore
 from bot.console import ConsoleSink, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
 from engine.answer import RetrievalAnswerer
 from engine.demo import DemoWorld
-from engine.errors import ConfigError, QueueUnavailable, SigOpsError
+from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
+from engine.replay import read_points, replay, write_csv
 from engine.signal import Signal
 from storage.sqlite import SqliteRecord
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between live demo steps")
     demo.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
     sub.add_parser("chat", help="a terminal chat with the same commands as the chat apps")
+    detect = sub.add_parser(
+        "detect", help="replay a CSV of timestamp,value rows through the live detection (tuning, backfill)"
+    )
+    detect.add_argument("file", help="CSV with a header row: timestamp,value")
+    detect.add_argument("--out", help="where to write the result CSV (default: standard output)")
+    detect.add_argument("--series", default="replay", help="series name used in explanations")
     ask = sub.add_parser("ask", help="answer a question from the stored signals")
     ask.add_argument("question", nargs="+")
     ask.add_argument("--json", action="store_true", help="the answer, evidence and figures as JSON")
@@ -72,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ask": _ask,
     }
     try:
+        if args.command == "detect":
+            return _detect(settings, args)
         return asyncio.run(runners[args.command](settings, args))
     except KeyboardInterrupt:
         return 130
@@ -190,6 +199,26 @@ async def _publish(rt: Runtime, batch: list[Signal]) -> None:
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     await asyncio.sleep(seconds)
     stop.set()
+
+
+def _detect(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, newline="", encoding="utf-8") as source:
+            points = read_points(source)
+    except OSError as exc:
+        print(f"sigops: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PayloadError as exc:
+        print(f"sigops: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    rows = replay(points, build_detection(settings), args.series)
+    if args.out:
+        with open(args.out, "w", newline="", encoding="utf-8") as out:
+            count = write_csv(rows, out)
+        print(f"sigops: {count} rows written to {args.out}", file=sys.stderr)
+    else:
+        write_csv(rows, sys.stdout)
+    return 0
 
 
 async def _open_record(settings: Settings) -> SqliteRecord:

@@ -46,9 +46,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=0, le=32)
     worker_batch: int = Field(default=20, ge=1, le=1_000)  # stream entries (≤100 signals each) per read
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
-    detect_threshold: float = Field(default=5.0, gt=0)
     detect_warmup: int = Field(default=30, ge=2)
-    alert_quiet_points: int = Field(default=10, ge=1)
+    detect_open_score: float = Field(default=0.58, gt=0, lt=1)
+    detect_keep_score: float = Field(default=0.3, gt=0, lt=1)
+    detect_quiet_points: int = Field(default=10, ge=1)
 
     # Question answering
     ollama_host: str | None = None

@@ -16,7 +16,7 @@ from engine.detect import Anomaly, Observation
 from engine.signal import SEVERITY_RANK, Signal
 
 AlertStatus = Literal["firing", "resolved"]
-Change = Literal["opened", "updated", "escalated", "resolved"]
+Change = Literal["opened", "updated", "escalated", "flapping", "resolved"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class Alert:
     labels: Mapping[str, str] = field(default_factory=dict)
     count: int = 1
     version: int = 1
+    flapping: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,8 @@ class AlertChange:
 
 @dataclass(frozen=True, slots=True)
 class AlertPolicy:
-    """When anomaly alerts close, and how severe they are."""
+    """How severe anomaly alerts are (when they open and close is `Hysteresis`'s call)."""
 
-    quiet_points: int = 10  # normal points in a row before an anomaly alert resolves
     error_score: float = 0.95  # score from which an anomaly alert is an error, not a warning
 
 
@@ -84,11 +84,9 @@ def short_id(group_key: str, started_at: float) -> str:
     return hashlib.blake2b(f"{group_key}@{started_at:.6f}".encode(), digest_size=4).hexdigest()
 
 
-def keys_involved(
-    observations: Sequence[Observation], alert_signals: Sequence[Signal], policy: AlertPolicy
-) -> list[str]:
+def keys_involved(observations: Sequence[Observation], alert_signals: Sequence[Signal]) -> list[str]:
     """The group keys whose open alerts `decide` needs to see."""
-    keys = {anomaly_key(o.signal.series) for o in observations if o.anomaly or o.calm == policy.quiet_points}
+    keys = {anomaly_key(o.signal.series) for o in observations if o.anomaly or o.transition}
     keys.update(external_key(s) for s in alert_signals)
     return sorted(keys)
 
@@ -129,20 +127,22 @@ def _from_observation(
     alert = current.get(key)
     alive = alert is not None and alert.status != "resolved"
     anomaly = obs.anomaly
+    if obs.transition == "closed":
+        if not alive:
+            return None
+        assert alert is not None
+        return AlertChange(
+            replace(
+                alert,
+                status="resolved",
+                resolved_at=obs.signal.ts,
+                updated_at=obs.signal.ts,
+                value=obs.signal.value,
+                version=alert.version + 1,
+            ),
+            "resolved",
+        )
     if anomaly is None:
-        if alive and obs.calm >= policy.quiet_points:
-            assert alert is not None
-            return AlertChange(
-                replace(
-                    alert,
-                    status="resolved",
-                    resolved_at=obs.signal.ts,
-                    updated_at=obs.signal.ts,
-                    value=obs.signal.value,
-                    version=alert.version + 1,
-                ),
-                "resolved",
-            )
         return None
     severity = _anomaly_severity(anomaly, obs.signal.severity, policy)
     if not alive:
@@ -152,7 +152,7 @@ def _from_observation(
                 group_key=key,
                 status="firing",
                 severity=severity,
-                title=_anomaly_title(anomaly),
+                title=_anomaly_title(anomaly, obs.flapping),
                 series=anomaly.series,
                 service=anomaly.service,
                 source=obs.signal.source,
@@ -165,12 +165,14 @@ def _from_observation(
                 upper=anomaly.upper,
                 explanation=anomaly.explanation,
                 labels=dict(anomaly.labels),
+                flapping=obs.flapping,
             ),
-            "opened",
+            "flapping" if obs.flapping else "opened",
         )
     assert alert is not None
     stronger = anomaly.score > alert.score
     escalated = SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]
+    started_flapping = obs.flapping and not alert.flapping
     return AlertChange(
         replace(
             alert,
@@ -184,8 +186,10 @@ def _from_observation(
             explanation=anomaly.explanation if stronger else alert.explanation,
             count=alert.count + 1,
             version=alert.version + 1,
+            flapping=alert.flapping or obs.flapping,
+            title=_anomaly_title(anomaly, True) if started_flapping else alert.title,
         ),
-        "escalated" if escalated else "updated",
+        "flapping" if started_flapping else "escalated" if escalated else "updated",
     )
 
 
@@ -249,6 +253,11 @@ def _anomaly_severity(anomaly: Anomaly, declared: str, policy: AlertPolicy) -> s
     return max(derived, declared, key=SEVERITY_RANK.__getitem__)
 
 
-def _anomaly_title(anomaly: Anomaly) -> str:
+def _anomaly_title(anomaly: Anomaly, flapping: bool = False) -> str:
+    if "silence" in anomaly.detectors:
+        return f"{anomaly.series} stopped reporting"
+    if flapping:
+        return f"{anomaly.series} flapping"
     direction = "high" if anomaly.value > anomaly.expected else "low"
-    return f"{anomaly.series} unusually {direction}"
+    shape = "shifted" if "shift" in anomaly.detectors else "unusually"
+    return f"{anomaly.series} {shape} {direction}"

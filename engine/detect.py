@@ -1,37 +1,24 @@
-"""Streaming anomaly detection, per series, O(1) work and memory per point.
+"""Streaming detection per series: the ensemble's verdicts, with hysteresis and flapping.
 
-A `Detector` keeps a small, packable state per series and turns each point into a
-`Verdict`. `Detection` owns the states of the series this process has seen, runs the
-configured detectors on metric signals and turns verdicts into `Anomaly` records.
-More detectors slot in by implementing `Detector` and joining the list given to
-`Detection`; their verdicts are combined by taking the strongest.
+`Detection` owns the states of the series this worker has seen. Each metric point goes
+through the ensemble (`engine/ensemble.py`) and gets an `Assessment`; hysteresis then
+decides what is an anomaly episode: a higher score opens one than keeps it open, and a
+quiet period closes it. A series that opens again soon after closing is flapping: its
+episode then stays open until a much longer calm, so people hear about it once.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Literal
 
+from engine.ensemble import Assessment, EnsembleDetector, SeriesModel, score_of
 from engine.signal import Signal
 
-# Normal-distribution constant: sigma = this * mean absolute deviation.
-_MEAN_ABS_DEV_TO_SIGMA = math.sqrt(math.pi / 2)
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What one detector thinks of one point (not frozen: one is made per point)."""
-
-    detector: str
-    score: float  # in [0, 1]
-    z: float  # signed deviation in units of the scale
-    expected: float
-    lower: float
-    upper: float
-    anomalous: bool
+Transition = Literal["opened", "closed"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,136 +40,140 @@ class Anomaly:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-class Detector(Protocol):
-    """One detection method; its per-series state must pack into a few bytes."""
+@dataclass(frozen=True, slots=True)
+class Hysteresis:
+    """When an anomaly episode opens, stays open, closes, and counts as flapping."""
 
-    name: str
-
-    def new_state(self) -> Any:
-        """A fresh state for a series never seen before."""
-        ...
-
-    def observe(self, state: Any, ts: float, value: float) -> Verdict | None:
-        """Update the state with one point; None while warming up."""
-        ...
-
-    def pack(self, state: Any) -> bytes:
-        """The state as bytes, to persist."""
-        ...
-
-    def unpack(self, data: bytes) -> Any:
-        """A state from `pack`'s bytes."""
-        ...
+    open_score: float = 0.58  # |z| ≈ 4.27
+    keep_score: float = 0.3  # |z| ≈ 3.3
+    quiet_points: int = 10  # points under `keep_score` before an episode closes
+    flap_window_s: float = 3600.0  # reopening within this of closing is flapping
+    flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
 
 
 @dataclass(slots=True)
-class RobustZState:
-    """EWMA baseline and EW mean absolute residual of one series."""
+class Episode:
+    """Where a series stands: calm, or in an anomaly episode since `opened_at`."""
 
-    n: int = 0
-    mean: float = 0.0
-    mad: float = 0.0
-
-
-def anomaly_score(z: float, midpoint: float = 4.0, slope: float = 1.2) -> float:
-    """Map |z| to [0, 1]: 3σ is 0.23, 4σ is 0.5, 5σ is 0.77, 6σ is 0.92."""
-    return 1.0 / (1.0 + math.exp(-(abs(z) - midpoint) * slope))
-
-
-@dataclass(slots=True)
-class RobustZDetector:
-    """Robust z-score of each point against an EWMA baseline scaled by the EW MAD.
-
-    Residuals are clipped at `clip` scales before they update the baseline, so an
-    outlier barely moves what "normal" is, while a lasting level change is absorbed
-    within a few dozen points.
-    """
-
-    alpha: float = 0.05  # baseline smoothing
-    beta: float = 0.05  # scale smoothing
-    warmup: int = 30  # points before any verdict
-    threshold: float = 5.0  # |z| at which a point is anomalous
-    band: float = 3.0  # expected band half-width, in scales
-    clip: float = 3.0
-    rel_floor: float = 0.005  # scale floor relative to the baseline (flat series)
-    abs_floor: float = 1e-9
-    name: str = "robust_z"
-    _packer: struct.Struct = field(default_factory=lambda: struct.Struct("<Idd"), repr=False)
-
-    def new_state(self) -> RobustZState:
-        return RobustZState()
-
-    def observe(self, state: RobustZState, ts: float, value: float) -> Verdict | None:
-        n, mean = state.n, state.mean
-        if n == 0:
-            state.n, state.mean, state.mad = 1, value, 0.0
-            return None
-        sigma = _MEAN_ABS_DEV_TO_SIGMA * state.mad
-        floor = self.rel_floor * abs(mean)
-        if sigma < floor:
-            sigma = floor
-        if sigma < self.abs_floor:
-            sigma = self.abs_floor
-        residual = value - mean
-        z = residual / sigma
-        if n < self.warmup:
-            # Early on learn fast (plain averages); no verdicts yet.
-            rate = max(self.alpha, 1.0 / (n + 1))
-            state.mean = mean + rate * residual
-            state.mad += max(self.beta, 1.0 / (n + 1)) * (abs(residual) - state.mad)
-            state.n = n + 1
-            return None
-        # Once warm, clip what an outlier can teach the baseline and the scale.
-        limit = self.clip * sigma
-        step = limit if residual > limit else -limit if residual < -limit else residual
-        state.mean = mean + self.alpha * step
-        state.mad += self.beta * (min(abs(residual), limit) - state.mad)
-        state.n = n + 1
-        band = self.band * sigma
-        return Verdict(
-            self.name, anomaly_score(z), z, mean, mean - band, mean + band, abs(z) >= self.threshold
-        )
-
-    def pack(self, state: RobustZState) -> bytes:
-        return self._packer.pack(min(state.n, 2**32 - 1), state.mean, state.mad)
-
-    def unpack(self, data: bytes) -> RobustZState:
-        n, mean, mad = self._packer.unpack(data)
-        return RobustZState(n, mean, mad)
+    open: bool = False
+    quiet: int = 0
+    opened_at: float = 0.0
+    closed_at: float = 0.0
+    flapping: bool = False
 
 
 @dataclass(slots=True)
 class SeriesState:
-    """All detectors' states of one series, plus how long it has been calm."""
-
-    states: list[Any]
-    calm: int = 0  # consecutive non-anomalous points since the last anomaly
+    model: SeriesModel
+    episode: Episode
+    service: str = ""
     dirty: bool = True
+    silence_reported: bool = False
 
 
 @dataclass(slots=True)
 class Observation:
-    """What detection made of one metric signal (not frozen: one is made per point)."""
+    """What detection made of one metric point (not frozen: one is made per point)."""
 
     signal: Signal
+    assessment: Assessment | None
     anomaly: Anomaly | None
-    calm: int
+    transition: Transition = None
+    flapping: bool = False
+    open: bool = False
 
 
-_HEADER = struct.Struct("<BI")  # format version, calm
+_EPISODE = struct.Struct("<B?Hdd?")  # format version, open, quiet, opened_at, closed_at, flapping
+_FORMAT = 2
 
 
 class Detection:
-    """Runs the detectors over metric signals, holding each series' state."""
+    """Runs the ensemble over metric signals, holding each series' state."""
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
-        if not detectors:
-            raise ValueError("detection needs at least one detector")
-        self.detectors = list(detectors)
+    def __init__(self, detector: EnsembleDetector | None = None, policy: Hysteresis | None = None) -> None:
+        self.detector = detector or EnsembleDetector()
+        self.policy = policy or Hysteresis()
         self._series: dict[str, SeriesState] = {}
 
     def known(self, series: str) -> bool:
         return series in self._series
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def observe(self, signal: Signal) -> Observation:
+        """Feed one metric point through the ensemble and the hysteresis."""
+        value = signal.value
+        assert value is not None
+        state = self._series.get(signal.series)
+        if state is None:
+            state = SeriesState(self.detector.new_state(), Episode())
+            self._series[signal.series] = state
+        state.dirty = True
+        state.service = signal.service
+        state.silence_reported = False
+        verdict = self.detector.observe(state.model, signal.ts, value)
+        if verdict is None:
+            return Observation(signal, None, None)
+        return self._judge(signal, state, verdict)
+
+    def _judge(self, signal: Signal, state: SeriesState, verdict: Assessment) -> Observation:
+        policy, episode = self.policy, state.episode
+        transition: Transition = None
+        strong = verdict.score >= policy.open_score
+        if strong:
+            episode.quiet = 0
+            if not episode.open:
+                episode.open, episode.opened_at, transition = True, signal.ts, "opened"
+                episode.flapping = (
+                    bool(episode.closed_at) and signal.ts - episode.closed_at < policy.flap_window_s
+                )
+        elif episode.open:
+            episode.quiet = 0 if verdict.score >= policy.keep_score else episode.quiet + 1
+            needed = policy.quiet_points * (policy.flap_quiet_factor if episode.flapping else 1)
+            if episode.quiet >= needed:
+                episode.open, episode.closed_at, transition = False, signal.ts, "closed"
+        anomaly = _anomaly(signal, verdict) if strong else None
+        return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
+
+    def sweep(self, now: float) -> list[Anomaly]:
+        """Series that stopped reporting (each reported once until it reports again)."""
+        found = []
+        for name, state in self._series.items():
+            if state.silence_reported:
+                continue
+            quiet = self.detector.silent_since(state.model, now)
+            if quiet:
+                state.silence_reported = True
+                state.dirty = True
+                # The episode opens now; the series' next point (flagged as after a silence)
+                # keeps it open, and calm points after that close it.
+                state.episode.open, state.episode.opened_at, state.episode.quiet = True, now, 0
+                model = state.model
+                ratio = quiet / max(model.gap, 1e-9) / self.detector.silence_factor
+                z = min(10.0, 4.0 + math.log2(ratio + 1) * 2)
+                found.append(
+                    Anomaly(
+                        id=f"silence:{name}:{int(model.last_ts)}",
+                        signal_id=f"silence:{name}:{int(model.last_ts)}",
+                        ts=now,
+                        series=name,
+                        service=state.service or name.split(".", 1)[0],
+                        value=0.0,
+                        expected=1.0,
+                        lower=1.0,
+                        upper=1.0,
+                        score=round(score_of(z), 4),
+                        detectors=("silence",),
+                        explanation=(
+                            f"{name} has not reported for {_minutes(quiet)} "
+                            f"(usually every {_minutes(model.gap)})"
+                        ),
+                    )
+                )
+        return found
+
+    # -- persistence -------------------------------------------------------------
 
     def restore(self, saved: Mapping[str, bytes]) -> None:
         """Adopt persisted states (from `dirty_states`) for series not seen yet."""
@@ -192,83 +183,64 @@ class Detection:
                 if state is not None:
                     self._series[series] = state
 
-    def observe(self, signal: Signal) -> Observation:
-        """Feed one metric point through every detector."""
-        value = signal.value
-        assert value is not None
-        series = self._series.get(signal.series)
-        if series is None:
-            series = SeriesState([d.new_state() for d in self.detectors])
-            self._series[signal.series] = series
-        series.dirty = True
-        fired: list[Verdict] = []
-        for detector, state in zip(self.detectors, series.states, strict=True):
-            verdict = detector.observe(state, signal.ts, value)
-            if verdict is not None and verdict.anomalous:
-                fired.append(verdict)
-        if not fired:
-            series.calm += 1
-            return Observation(signal, None, series.calm)
-        series.calm = 0
-        return Observation(signal, _anomaly(signal, fired), 0)
-
     def dirty_states(self) -> dict[str, bytes]:
         """Packed states changed since the last call (and mark them clean)."""
         out = {}
-        for name, series in self._series.items():
-            if series.dirty:
-                out[name] = self._pack(series)
-                series.dirty = False
+        for name, state in self._series.items():
+            if state.dirty:
+                e = state.episode
+                out[name] = _EPISODE.pack(
+                    _FORMAT, e.open, min(e.quiet, 65535), e.opened_at, e.closed_at, e.flapping
+                ) + self.detector.pack(state.model)
+                state.dirty = False
         return out
-
-    def _pack(self, series: SeriesState) -> bytes:
-        parts = [d.pack(s) for d, s in zip(self.detectors, series.states, strict=True)]
-        return _HEADER.pack(1, min(series.calm, 2**32 - 1)) + b"".join(parts)
 
     def _unpack(self, blob: bytes) -> SeriesState | None:
         try:
-            version, calm = _HEADER.unpack_from(blob)
-            if version != 1:
+            version, is_open, quiet, opened_at, closed_at, flapping = _EPISODE.unpack_from(blob)
+            if version != _FORMAT:
                 return None
-            offset, states = _HEADER.size, []
-            for detector in self.detectors:
-                size = len(detector.pack(detector.new_state()))
-                states.append(detector.unpack(blob[offset : offset + size]))
-                offset += size
-        except struct.error:
-            return None  # a state from another detector set: relearn rather than crash
-        return SeriesState(states, calm, dirty=False)
+            model = self.detector.unpack(blob[_EPISODE.size :])
+        except (struct.error, ValueError):
+            return None  # state from another version: relearn rather than crash
+        return SeriesState(model, Episode(is_open, quiet, opened_at, closed_at, flapping), dirty=False)
 
 
-def _anomaly(signal: Signal, fired: Iterable[Verdict]) -> Anomaly:
-    strongest = max(fired, key=lambda v: v.score)
-    names = tuple(sorted({v.detector for v in fired}))
+def state_bytes(detection: Detection) -> int:
+    """Bytes of persisted state per series."""
+    return _EPISODE.size + len(detection.detector.pack(SeriesModel()))
+
+
+def _anomaly(signal: Signal, verdict: Assessment) -> Anomaly:
     assert signal.value is not None
+    drivers = verdict.drivers or ("level",)
     return Anomaly(
-        id=f"{signal.id}:{strongest.detector}",
+        id=f"{signal.id}:{drivers[0]}",
         signal_id=signal.id,
         ts=signal.ts,
         series=signal.series,
         service=signal.service,
         value=signal.value,
-        expected=strongest.expected,
-        lower=strongest.lower,
-        upper=strongest.upper,
-        score=round(strongest.score, 4),
-        detectors=names,
-        explanation=explain(signal.series, signal.value, strongest),
+        expected=verdict.expected,
+        lower=verdict.lower,
+        upper=verdict.upper,
+        score=round(verdict.score, 4),
+        detectors=drivers,
+        explanation=explain(signal.series, signal.value, verdict),
         labels=dict(signal.labels),
     )
 
 
-def explain(series: str, value: float, verdict: Verdict) -> str:
-    """One line a person can read: value vs expected, band and how far off."""
+def explain(series: str, value: float, verdict: Assessment) -> str:
+    """One line a person can read: value vs expected, band, how far off, and why."""
     half_band = (verdict.upper - verdict.lower) / 2
     direction = "above" if verdict.z > 0 else "below"
-    return (
+    why = "+".join(verdict.drivers) or "level"
+    text = (
         f"{series} {fmt(value)} vs expected {fmt(verdict.expected)}±{fmt(half_band)}, "
-        f"{abs(verdict.z):.1f}σ {direction} ({verdict.detector})"
+        f"{abs(verdict.z):.1f}σ {direction} ({why})"
     )
+    return f"{text}; {verdict.note}" if verdict.note else text
 
 
 def fmt(number: float) -> str:
@@ -283,3 +255,11 @@ def fmt(number: float) -> str:
     if magnitude >= 100:
         return f"{number:.0f}"
     return f"{number:.3g}"
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -18,6 +18,7 @@ from engine.alerts import AlertChange, AlertPolicy, decide, keys_involved
 from engine.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
 from engine.ports import AlertSink, DetectorStateStore, QueuedSignal, SignalQueue, SignalRecord
+from engine.signal import Signal
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class WorkerConfig:
     reclaim_idle_ms: int = 30_000
     reclaim_every_s: float = 5.0
     state_save_every_s: float = 5.0
+    sweep_every_s: float = 30.0  # how often silent series are looked for
     retry_min_s: float = 0.2
     retry_max_s: float = 10.0
 
@@ -78,7 +80,7 @@ class SignalProcessor:
             await self._restore_states({s.series for s in metrics})
             observations: list[Observation] = [self.detection.observe(s) for s in metrics]
             alert_signals = [e.signal for e in fresh if e.signal.kind == "alert"]
-            keys = keys_involved(observations, alert_signals, self.policy)
+            keys = keys_involved(observations, alert_signals)
             open_alerts = await tx.open_alerts(keys) if keys else {}
             changes = decide(observations, alert_signals, open_alerts, self.policy)
             anomalies: list[Anomaly] = [o.anomaly for o in observations if o.anomaly is not None]
@@ -87,6 +89,20 @@ class SignalProcessor:
         return BatchOutcome(
             len(entries), len(fresh), len(anomalies), [c for c in changes if c.alert.id in applied]
         )
+
+    async def sweep(self, now: float) -> list[AlertChange]:
+        """Find series that stopped reporting; record their anomalies and alerts."""
+        async with self._lock:
+            silent = self.detection.sweep(now)
+            if not silent:
+                return []
+            observations = [Observation(_silence_signal(a), None, a, "opened", False, True) for a in silent]
+            async with self.record.transaction() as tx:
+                open_alerts = await tx.open_alerts(keys_involved(observations, []))
+                changes = decide(observations, [], open_alerts, self.policy)
+                await tx.add_anomalies(silent)
+                applied = await tx.write_alerts(changes)
+        return [c for c in changes if c.alert.id in applied]
 
     async def _restore_states(self, series: set[str]) -> None:
         unknown = [s for s in series if not self.detection.known(s)]
@@ -98,6 +114,14 @@ class SignalProcessor:
         dirty = self.detection.dirty_states()
         await self.states.save(dirty)
         return len(dirty)
+
+
+def _silence_signal(anomaly: Anomaly) -> Signal:
+    """The stand-in point a silence is reported at (the series itself sent nothing)."""
+    return Signal(
+        anomaly.signal_id, anomaly.ts, "sigops", "metric", anomaly.series, None,
+        {"service": anomaly.service}, anomaly.explanation, "warning",
+    )  # fmt: skip
 
 
 class Worker:
@@ -120,6 +144,7 @@ class Worker:
         self.clock = clock
         self._next_reclaim = 0.0
         self._next_save = clock() + config.state_save_every_s
+        self._next_sweep = clock() + config.sweep_every_s
         self.processed = 0
 
     async def step(self) -> BatchOutcome | None:
@@ -134,6 +159,7 @@ class Worker:
         if not entries:
             entries = await self.queue.read(self.name, self.config.batch_size, self.config.block_ms)
         if not entries:
+            await self._maybe_sweep()
             await self._maybe_save_states()
             return None
         try:
@@ -150,6 +176,7 @@ class Worker:
         for change in outcome.alert_changes:
             if change.newsworthy:
                 await self._announce(change)
+        await self._maybe_sweep()
         await self._maybe_save_states()
         return outcome
 
@@ -205,6 +232,12 @@ class Worker:
             await self.processor.save_states()
         except QueueUnavailable as exc:
             log.warning("detector state not saved at shutdown: %s", exc)
+
+    async def _maybe_sweep(self) -> None:
+        if self.clock() >= self._next_sweep:
+            self._next_sweep = self.clock() + self.config.sweep_every_s
+            for change in await self.processor.sweep(time.time()):
+                await self._announce(change)
 
     async def _maybe_save_states(self) -> None:
         if self.clock() >= self._next_save:

@@ -89,12 +89,16 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX alerts_open_group ON alerts (group_key) WHERE status != 'resolved';
     CREATE INDEX alerts_updated ON alerts (updated_at);
     """,
+    # 2: flapping alerts
+    """
+    ALTER TABLE alerts ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
 _ALERT_COLUMNS = (
     "id, group_key, status, severity, title, series, service, source, started_at, updated_at, "
-    "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version"
+    "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping"
 )
 _ANOMALY_COLUMNS = (
     "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
@@ -388,10 +392,12 @@ def _alert_row(a: Alert) -> tuple[Any, ...]:
         orjson.dumps(dict(a.labels)).decode(),
         a.count,
         a.version,
+        int(a.flapping),
     )
 
 
 def _alert_from_row(row: Sequence[Any]) -> Alert:
     values = list(row)
     values[17] = orjson.loads(values[17])
+    values[20] = bool(values[20])
     return Alert(*values)

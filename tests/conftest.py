@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.alerts import AlertPolicy
-from engine.detect import Detection, RobustZDetector
+from engine.detect import Detection, Hysteresis
+from engine.ensemble import EnsembleDetector
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
@@ -68,12 +69,14 @@ def queue(redis: aioredis.Redis, keys: Keys) -> RedisSignalQueue:
     return RedisSignalQueue(redis, keys, maxlen=100_000)
 
 
-def make_processor(record: SqliteRecord, redis: aioredis.Redis, keys: Keys, **policy: Any) -> SignalProcessor:
+def make_processor(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, **hysteresis: Any
+) -> SignalProcessor:
     return SignalProcessor(
         record,
         RedisDetectorStateStore(redis, keys),
-        Detection([RobustZDetector(warmup=20)]),
-        AlertPolicy(**policy),
+        Detection(EnsembleDetector(warmup=20), Hysteresis(**hysteresis)),
+        AlertPolicy(),
     )
 
 

@@ -1,18 +1,24 @@
-"""Alert decisions: open once, update quietly, escalate, resolve after a calm period."""
+"""Alert decisions: open once, update quietly, escalate, flap once, resolve when the episode closes."""
 
 from __future__ import annotations
 
 from engine.alerts import AlertPolicy, decide
-from engine.detect import Anomaly, Observation
+from engine.detect import Anomaly, Observation, Transition
 from engine.signal import make_signal, validate_batch
 from engine.sources.webhooks import from_alertmanager
 from tests.conftest import fixture_json
 
 T0 = 1_795_000_000.0
-POLICY = AlertPolicy(quiet_points=3)
+POLICY = AlertPolicy()
 
 
-def observation(i: int, score: float | None, calm: int = 0, series: str = "pay.latency") -> Observation:
+def observation(
+    i: int,
+    score: float | None,
+    transition: Transition = None,
+    flapping: bool = False,
+    series: str = "pay.latency",
+) -> Observation:
     signal = make_signal(series=series, value=900.0 if score else 200.0, ts=T0 + 60 * i)
     anomaly = None
     if score is not None:
@@ -30,11 +36,11 @@ def observation(i: int, score: float | None, calm: int = 0, series: str = "pay.l
             detectors=("robust_z",),
             explanation=f"{series} 900 vs expected 200±30, 70σ above",
         )
-    return Observation(signal, anomaly, calm)
+    return Observation(signal, None, anomaly, transition, flapping, open=transition != "closed")
 
 
 def test_first_anomaly_opens_an_alert_and_more_points_only_update_it() -> None:
-    changes = decide([observation(0, 0.9), observation(1, 0.92)], [], {}, POLICY)
+    changes = decide([observation(0, 0.9, "opened"), observation(1, 0.92)], [], {}, POLICY)
     assert [c.change for c in changes] == ["opened"]
     alert = changes[0].alert
     assert alert.status == "firing" and alert.count == 2 and alert.score == 0.92
@@ -46,19 +52,28 @@ def test_first_anomaly_opens_an_alert_and_more_points_only_update_it() -> None:
 
 
 def test_a_much_stronger_anomaly_escalates() -> None:
-    opened = decide([observation(0, 0.8)], [], {}, POLICY)[0].alert
+    opened = decide([observation(0, 0.8, "opened")], [], {}, POLICY)[0].alert
     changes = decide([observation(1, 0.999)], [], {opened.group_key: opened}, POLICY)
     assert changes[0].change == "escalated" and changes[0].newsworthy
     assert changes[0].alert.severity == "error"
 
 
-def test_calm_points_resolve_only_after_the_quiet_period() -> None:
-    opened = decide([observation(0, 0.9)], [], {}, POLICY)[0].alert
+def test_the_alert_resolves_when_the_episode_closes() -> None:
+    opened = decide([observation(0, 0.9, "opened")], [], {}, POLICY)[0].alert
     current = {opened.group_key: opened}
-    assert decide([observation(1, None, calm=2)], [], current, POLICY) == []
-    resolved = decide([observation(2, None, calm=3)], [], current, POLICY)
+    assert decide([observation(1, None)], [], current, POLICY) == []  # calm, still in the episode
+    resolved = decide([observation(2, None, "closed")], [], current, POLICY)
     assert [c.change for c in resolved] == ["resolved"]
     assert resolved[0].alert.resolved_at == T0 + 120
+
+
+def test_a_flapping_episode_is_announced_once_as_flapping() -> None:
+    changes = decide([observation(0, 0.9, "opened", flapping=True)], [], {}, POLICY)
+    assert [(c.change, c.newsworthy) for c in changes] == [("flapping", True)]
+    alert = changes[0].alert
+    assert alert.flapping and alert.title == "pay.latency flapping"
+    later = decide([observation(1, 0.92, flapping=True)], [], {alert.group_key: alert}, POLICY)
+    assert [(c.change, c.newsworthy) for c in later] == [("updated", False)]
 
 
 def test_alertmanager_firing_then_resolved() -> None:

@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.alerts import AlertPolicy
-from engine.detect import Detection, RobustZDetector, RobustZState, Verdict
+from engine.detect import Detection
+from engine.ensemble import Assessment, EnsembleDetector, SeriesModel
 from engine.signal import make_signal
 from engine.worker import SignalProcessor
 from storage.keys import Keys
@@ -36,7 +37,7 @@ async def test_detector_state_survives_a_worker_restart(
     await queue.ensure_group()
     await queue.publish(history(100), time.time())
     first = SignalProcessor(
-        record, RedisDetectorStateStore(redis, keys), Detection([RobustZDetector(warmup=50)]), AlertPolicy()
+        record, RedisDetectorStateStore(redis, keys), Detection(EnsembleDetector(warmup=50)), AlertPolicy()
     )
     worker = make_worker("before", queue, first, RecordingSink())
     await drain(worker)
@@ -45,7 +46,7 @@ async def test_detector_state_survives_a_worker_restart(
 
     # A new process: fresh Detection, same Redis. One spike, no warm-up needed.
     second = SignalProcessor(
-        record, RedisDetectorStateStore(redis, keys), Detection([RobustZDetector(warmup=50)]), AlertPolicy()
+        record, RedisDetectorStateStore(redis, keys), Detection(EnsembleDetector(warmup=50)), AlertPolicy()
     )
     sink = RecordingSink()
     await queue.publish([make_signal(series="pay.latency", value=600.0, ts=T0 + 60 * 100)], time.time())
@@ -54,15 +55,13 @@ async def test_detector_state_survives_a_worker_restart(
 
 
 @dataclass
-class PoisonDetector(RobustZDetector):
+class PoisonDetector(EnsembleDetector):
     """A detector with a bug that only one value triggers."""
 
-    name: str = "buggy"
-
-    def observe(self, state: RobustZState, ts: float, value: float) -> Verdict | None:
+    def observe(self, m: SeriesModel, ts: float, value: float) -> Assessment | None:
         if value == 666.0:
             raise ZeroDivisionError("bug in detector")
-        return super().observe(state, ts, value)
+        return EnsembleDetector.observe(self, m, ts, value)
 
 
 async def test_a_poison_signal_is_set_aside_and_the_rest_recorded(
@@ -77,7 +76,7 @@ async def test_a_poison_signal_is_set_aside_and_the_rest_recorded(
     poison = make_signal(series="a.b", value=666.0, ts=T0 + 1000)
     await queue.publish([*good[:25], poison, *good[25:]], time.time())
     processor = SignalProcessor(
-        record, RedisDetectorStateStore(redis, keys), Detection([PoisonDetector()]), AlertPolicy()
+        record, RedisDetectorStateStore(redis, keys), Detection(PoisonDetector()), AlertPolicy()
     )
     with caplog.at_level(logging.ERROR):
         await drain(make_worker("w", queue, processor, RecordingSink()))
