@@ -160,12 +160,18 @@ def alert_reply(alert: Alert, change: str, now: float | None = None) -> Reply:
     if alert.expected is not None and alert.lower is not None and alert.upper is not None:
         fields.append(("expected", f"{fmt(alert.expected)} (band {fmt(alert.lower)}–{fmt(alert.upper)})"))
     fields.append(("score", f"{alert.score:.2f}"))
+    if alert.context.get("drivers"):
+        fields.append(("risk", f"{alert.risk:.2f} ({_top_drivers(alert)})"))
     if alert.status == "resolved" and alert.resolved_at is not None:
         fields.append(("lasted", _age(alert.resolved_at - alert.started_at)))
     labels = ", ".join(
         f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in ("status", "fingerprint")
     )
-    blocks = tuple(b for b in (alert.explanation, labels) if b)
+    related = [*alert.context.get("changes", ())]
+    others = alert.context.get("other_series", ())
+    if others:
+        related.append(f"also anomalous on {alert.service}: {', '.join(others)}")
+    blocks = tuple(b for b in (alert.explanation, "\n".join(related), labels) if b)
     buttons = (
         ()
         if alert.status == "resolved"
@@ -182,6 +188,12 @@ def alert_reply(alert: Alert, change: str, now: float | None = None) -> Reply:
         buttons=buttons,
         footer=f"{alert.source} · started {_when(alert.started_at)} UTC",
     )
+
+
+def _top_drivers(alert: Alert) -> str:
+    """The drivers that weigh most in the risk, as readable text."""
+    drivers = sorted(alert.context.get("drivers", ()), key=lambda d: d[1], reverse=True)
+    return "; ".join(str(d[2]) for d in drivers if d[1] >= 0.5)[:200] or "low on every driver"
 
 
 def _age(seconds: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from engine.detect import Anomaly, Observation
 from engine.signal import SEVERITY_RANK, Signal
@@ -44,6 +44,8 @@ class Alert:
     count: int = 1
     version: int = 1
     flapping: bool = False
+    risk: float = 0.0
+    context: Mapping[str, Any] = field(default_factory=dict)  # risk drivers, related changes and series
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from engine.alerts import Alert, AlertChange
 from engine.detect import Anomaly
+from engine.risk import ChangeRef
 from engine.signal import Signal
 
 
@@ -66,6 +67,14 @@ class RecordTransaction(Protocol):
 
     async def add_anomalies(self, anomalies: Sequence[Anomaly]) -> None:
         """Record anomalies (idempotent by id)."""
+        ...
+
+    async def recent_changes(self, services: Sequence[str], since: float) -> list[ChangeRef]:
+        """Changes (deploys, flag flips…) recorded for these services since `since`."""
+        ...
+
+    async def open_alerts_of_services(self, services: Sequence[str]) -> list[Alert]:
+        """Alerts not yet resolved on these services."""
         ...
 
     async def write_alerts(self, changes: Sequence[AlertChange]) -> frozenset[str]:

@@ -12,12 +12,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.alerts import AlertChange, AlertPolicy, decide, keys_involved
 from engine.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
-from engine.ports import AlertSink, DetectorStateStore, QueuedSignal, SignalQueue, SignalRecord
+from engine.ports import (
+    AlertSink,
+    DetectorStateStore,
+    QueuedSignal,
+    RecordTransaction,
+    SignalQueue,
+    SignalRecord,
+)
+from engine.risk import CHANGE_WINDOW_S, assess
 from engine.signal import Signal
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,7 @@ class SignalProcessor:
             keys = keys_involved(observations, alert_signals)
             open_alerts = await tx.open_alerts(keys) if keys else {}
             changes = decide(observations, alert_signals, open_alerts, self.policy)
+            changes = await _with_context(tx, changes, time.time())
             anomalies: list[Anomaly] = [o.anomaly for o in observations if o.anomaly is not None]
             await tx.add_anomalies(anomalies)
             applied = await tx.write_alerts(changes)
@@ -100,6 +109,7 @@ class SignalProcessor:
             async with self.record.transaction() as tx:
                 open_alerts = await tx.open_alerts(keys_involved(observations, []))
                 changes = decide(observations, [], open_alerts, self.policy)
+                changes = await _with_context(tx, changes, now)
                 await tx.add_anomalies(silent)
                 applied = await tx.write_alerts(changes)
         return [c for c in changes if c.alert.id in applied]
@@ -114,6 +124,27 @@ class SignalProcessor:
         dirty = self.detection.dirty_states()
         await self.states.save(dirty)
         return len(dirty)
+
+
+async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: float) -> list[AlertChange]:
+    """Attach risk, related changes and related series to the alerts people will hear about."""
+    news = [c for c in changes if c.newsworthy and c.alert.status != "resolved"]
+    if not news:
+        return changes
+    services = sorted({c.alert.service for c in news})
+    since = min(c.alert.started_at for c in news) - CHANGE_WINDOW_S
+    recent = await tx.recent_changes(services, since)
+    current = {a.id: a for a in await tx.open_alerts_of_services(services)}
+    current.update((c.alert.id, c.alert) for c in changes if c.alert.status != "resolved")
+    out = []
+    for change in changes:
+        alert = change.alert
+        if change in news:
+            others = [a for a in current.values() if a.service == alert.service]
+            context = assess(alert, now, [c for c in recent if c.service == alert.service], others)
+            alert = replace(alert, risk=round(context.risk, 3), context=context.as_dict())
+        out.append(AlertChange(alert, change.change))
+    return out
 
 
 def _silence_signal(anomaly: Anomaly) -> Signal:

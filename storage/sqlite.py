@@ -21,6 +21,7 @@ import orjson
 from engine.alerts import Alert, AlertChange
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
+from engine.risk import ChangeRef
 from engine.signal import Signal
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,26 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE alerts ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: risk and related context on alerts; changes kept apart for "what changed before this?"
+    """
+    ALTER TABLE alerts ADD COLUMN risk REAL NOT NULL DEFAULT 0;
+    ALTER TABLE alerts ADD COLUMN context TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE changes (
+        id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        service TEXT NOT NULL,
+        change_type TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX changes_service_ts ON changes (service, ts);
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
 _ALERT_COLUMNS = (
     "id, group_key, status, severity, title, series, service, source, started_at, updated_at, "
-    "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping"
+    "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping, "
+    "risk, context"
 )
 _ANOMALY_COLUMNS = (
     "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
@@ -285,7 +300,34 @@ class SqliteTransaction:
                 "recording signals",
             )
             new.update(r[0] for r in rows)
+        changes = [
+            (s.id, s.ts, s.service, s.labels.get("change_type", "change"), s.text or s.series)
+            for s, _ in signals
+            if s.kind == "change" and s.id in new
+        ]
+        if changes:
+            await guarded(
+                lambda: self.conn.executemany("INSERT OR IGNORE INTO changes VALUES (?,?,?,?,?)", changes),
+                "recording changes",
+            )
         return new
+
+    async def recent_changes(self, services: Sequence[str], since: float) -> list[ChangeRef]:
+        rows = await self.record._select_in(
+            "SELECT id, ts, service, change_type, text FROM changes WHERE service IN ({marks}) "
+            f"AND ts >= {float(since)!r} ORDER BY ts",
+            list(services),
+            "reading recent changes",
+        )
+        return [ChangeRef(*row) for row in rows]
+
+    async def open_alerts_of_services(self, services: Sequence[str]) -> list[Alert]:
+        rows = await self.record._select_in(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' AND service IN ({{marks}})",
+            list(services),
+            "reading open alerts of services",
+        )
+        return [_alert_from_row(r) for r in rows]
 
     async def open_alerts(self, keys: Sequence[str]) -> dict[str, Alert]:
         return await self.record.open_alerts(keys)
@@ -393,6 +435,8 @@ def _alert_row(a: Alert) -> tuple[Any, ...]:
         a.count,
         a.version,
         int(a.flapping),
+        a.risk,
+        orjson.dumps(dict(a.context)).decode(),
     )
 
 
@@ -400,4 +444,5 @@ def _alert_from_row(row: Sequence[Any]) -> Alert:
     values = list(row)
     values[17] = orjson.loads(values[17])
     values[20] = bool(values[20])
+    values[22] = orjson.loads(values[22])
     return Alert(*values)

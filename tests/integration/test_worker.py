@@ -100,3 +100,40 @@ async def test_migrations_run_once_and_set_the_schema_version(tmp_path: Path) ->
     reopened = await SqliteRecord.open(path)  # would fail on CREATE TABLE if it migrated again
     assert await reopened.count("signals") == 1
     await reopened.close()
+
+
+async def test_an_alert_names_the_deploy_before_it_and_the_other_anomalous_series(
+    queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    await queue.ensure_group()
+    rng = random.Random(2)
+    normal = [
+        make_signal(
+            series=f"checkout.{name}", value=rng.gauss(100, 5), ts=T0 + 60 * i, labels={"service": "checkout"}
+        )
+        for i in range(100)
+        for name in ("errors", "latency_p99")
+    ]
+    deploy = make_signal(
+        kind="change", series="checkout.deploy", ts=T0 + 60 * 98, text="deploy checkout v2.4",
+        labels={"service": "checkout", "change_type": "deploy"},
+    )  # fmt: skip
+    spikes = [
+        make_signal(series=f"checkout.{name}", value=300.0, ts=T0 + 60 * 100, labels={"service": "checkout"})
+        for name in ("errors", "latency_p99")
+    ]
+    await queue.publish([*normal, deploy], time.time())
+    sink = RecordingSink()
+    worker = make_worker("w", queue, SignalProcessor(
+        record, RedisDetectorStateStore(redis, keys), Detection(EnsembleDetector(warmup=50)), AlertPolicy()
+    ), sink)  # fmt: skip
+    await drain(worker)
+    await queue.publish(spikes, time.time())
+    await drain(worker)
+    firing = {a.series: a for a in await record.firing_alerts()}
+    assert set(firing) == {"checkout.errors", "checkout.latency_p99"}
+    later = firing["checkout.latency_p99"]  # opened second in the batch: sees the first
+    assert later.context["changes"] == ["started 2 min after deploy checkout v2.4"]
+    assert later.context["other_series"] == ["checkout.errors"]
+    assert later.risk > 0.5
+    assert {d[0] for d in later.context["drivers"]} >= {"magnitude", "change", "breadth"}
