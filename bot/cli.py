@@ -21,6 +21,7 @@ from bot.settings import Settings, load_settings
 from engine.answer import RetrievalAnswerer
 from engine.demo import DemoWorld
 from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
+from engine.forecast import forecast, limit_for
 from engine.replay import read_points, replay, write_csv
 from engine.signal import Signal
 from storage.sqlite import SqliteRecord
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("file", help="CSV with a header row: timestamp,value")
     detect.add_argument("--out", help="where to write the result CSV (default: standard output)")
     detect.add_argument("--series", default="replay", help="series name used in explanations")
+    trend = sub.add_parser("forecast", help="when a series' steady trend reaches its limit")
+    trend.add_argument("series")
+    trend.add_argument("--limit", type=float, help="default: the series' `limit` label, or 100 for *_pct")
+    trend.add_argument("--hours", type=float, default=6.0, help="history to fit (default 6)")
     ask = sub.add_parser("ask", help="answer a question from the stored signals")
     ask.add_argument("question", nargs="+")
     ask.add_argument("--json", action="store_true", help="the answer, evidence and figures as JSON")
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "chat": _chat,
         "ask": _ask,
+        "forecast": _forecast,
     }
     try:
         if args.command == "detect":
@@ -218,6 +224,29 @@ def _detect(settings: Settings, args: argparse.Namespace) -> int:
         print(f"sigops: {count} rows written to {args.out}", file=sys.stderr)
     else:
         write_csv(rows, sys.stdout)
+    return 0
+
+
+async def _forecast(settings: Settings, args: argparse.Namespace) -> int:
+    record = await _open_record(settings)
+    try:
+        limit = args.limit
+        if limit is None:
+            limit = limit_for(args.series, await record.latest_labels(args.series))
+        if limit is None:
+            print(f"sigops: no limit known for {args.series}; give one with --limit", file=sys.stderr)
+            return 2
+        points = await record.series_points(args.series, time.time() - args.hours * 3600)
+        result = forecast(args.series, points, limit)
+        if result is None:
+            print(
+                f"{args.series}: no steady trend towards {limit:g} "
+                f"in {len(points)} points of the last {args.hours:g} h"
+            )
+        else:
+            print(result.text)
+    finally:
+        await record.close()
     return 0
 
 

@@ -243,6 +243,27 @@ class SqliteRecord:
         """Fetch all rows of one query, mapping SQLite failures to RecordUnavailable."""
         return list(await guarded(lambda: self.conn.execute_fetchall(sql, params), what))
 
+    async def series_points(
+        self, series: str, since: float, limit: int = 20_000
+    ) -> list[tuple[float, float]]:
+        """(ts, value) of one series since `since`, oldest first (the newest `limit`)."""
+        rows = await self._rows(
+            "SELECT ts, value FROM (SELECT ts, value FROM signals WHERE series = ? AND ts >= ? "
+            "AND value IS NOT NULL ORDER BY ts DESC LIMIT ?) ORDER BY ts",
+            (series, since, limit),
+            "reading a series",
+        )
+        return [(float(t), float(v)) for t, v in rows]
+
+    async def latest_labels(self, series: str) -> dict[str, str]:
+        """The labels of the newest signal of a series ({} if none)."""
+        rows = await self._rows(
+            "SELECT labels FROM signals WHERE series = ? ORDER BY ts DESC LIMIT 1",
+            (series,),
+            "reading labels",
+        )
+        return dict(orjson.loads(rows[0][0])) if rows else {}
+
     async def prune(self, before: float, chunk: int = 10_000) -> int:
         """Delete signals older than `before` in small transactions; return how many."""
         total = 0

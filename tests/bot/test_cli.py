@@ -131,3 +131,25 @@ async def test_ask_json_gives_answer_evidence_and_figures(tmp_path: Path) -> Non
     assert answer["services"] == ["payments"]
     assert {e["id"] for e in answer["evidence"]} == {"3f9a2c1b", "sig1aaaa"}
     assert answer["figures"]["alerts"] == 1 and answer["figures"]["max_score"] == 0.97
+
+
+async def test_forecast_reads_the_record(tmp_path: Path) -> None:
+    import time as clock
+
+    from engine.signal import make_signal
+
+    record = await SqliteRecord.open(tmp_path / "sigops.db")
+    now = clock.time()
+    points = [
+        make_signal(series="search.disk_used_pct", value=40 + 5 * i / 60, ts=now - 6 * 3600 + 60 * i)
+        for i in range(360)
+    ]
+    async with record.transaction() as tx:
+        await tx.add_signals([(s, s.ts) for s in points])
+    await record.close()
+    env = {"SIGOPS_DATA_DIR": str(tmp_path)}
+    result = run(["forecast", "search.disk_used_pct"], tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("at this rate search.disk_used_pct crosses 100 in about 6 h")
+    unknown = run(["forecast", "search.queue_depth"], tmp_path, env=env)
+    assert unknown.returncode == 2 and "give one with --limit" in unknown.stderr
