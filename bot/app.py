@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,9 +25,11 @@ from engine.ensemble import EnsembleDetector, LocalHours
 from engine.errors import QueueUnavailable
 from engine.ingest import Ingest
 from engine.ports import AlertSink
+from engine.signal import Signal
+from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
-from storage.redis_state import RedisDetectorStateStore
+from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
 
@@ -48,8 +52,11 @@ class Runtime:
     sink: AlertSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runner: web.AppRunner | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
+        for close in self.closers:
+            await close()
         if self.runner is not None:
             await self.runner.cleanup()
         await self.record.close()
@@ -133,8 +140,13 @@ async def prune_old_signals(rt: Runtime) -> int:
 
 
 def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
-    """The scheduler for periodic jobs (housekeeping now; pulls and briefs later)."""
+    """The scheduler for periodic jobs: retention and the pull sources (briefs later)."""
     scheduler = AsyncIOScheduler(timezone=rt.settings.tz)
+    for name, poll in pull_sources(rt).items():
+        scheduler.add_job(
+            poll, "interval", seconds=rt.settings.pull_interval_s, id=name,
+            next_run_time=datetime.now(rt.settings.tz), max_instances=1, coalesce=True,
+        )  # fmt: skip
     scheduler.add_job(
         prune_old_signals,
         "interval",
@@ -147,6 +159,41 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
     )
     scheduler.start()
     return scheduler
+
+
+def pull_sources(rt: Runtime) -> dict[str, Callable[[], Awaitable[int]]]:
+    """The configured Prometheus and probe sources, by job name."""
+    settings = rt.settings
+    jobs: dict[str, Callable[[], Awaitable[int]]] = {}
+    if not (settings.prometheus_url and settings.prometheus_queries) and not settings.probes:
+        return jobs
+    session = aiohttp.ClientSession()
+    rt.closers.append(session.close)
+
+    async def publish(signals: Sequence[Signal]) -> None:
+        await rt.ingest.publish(signals)
+
+    if settings.prometheus_url and settings.prometheus_queries:
+        queries = [PromQuery(q.name, q.query, q.step_s, q.service) for q in settings.prometheus_queries]
+        cursors = RedisCursorStore(rt.redis, rt.keys)
+        jobs["prometheus"] = PrometheusSource(
+            settings.prometheus_url, queries, cursors, publish, session
+        ).poll
+    if settings.probes:
+        probes = [Probe(p.name, p.url, p.timeout_s, p.expect_status, p.service) for p in settings.probes]
+        jobs["probes"] = ProbeSource(probes, publish, session).poll
+    return {name: _logged(name, poll) for name, poll in jobs.items()}
+
+
+def _logged(name: str, poll: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    async def run() -> int:
+        try:
+            return await poll()
+        except QueueUnavailable as exc:  # Redis down: the next interval tries again
+            log.warning("%s poll not published: %s", name, exc)
+            return 0
+
+    return run
 
 
 def _host_tag() -> str:

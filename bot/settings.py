@@ -6,12 +6,13 @@ environment at import time. `.env.example` documents every field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from engine.errors import ConfigError
 
@@ -20,6 +21,25 @@ def _split_csv(raw: Any) -> Any:
     if isinstance(raw, str):
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
+
+
+class PromQueryConfig(BaseModel):
+    """One PromQL query to poll: `{"name": "checkout.rps", "query": "sum(rate(...))"}`."""
+
+    name: str = Field(min_length=1, max_length=150)
+    query: str = Field(min_length=1)
+    step_s: float = Field(default=60.0, ge=1.0)
+    service: str | None = None
+
+
+class ProbeConfig(BaseModel):
+    """One URL to probe: `{"name": "checkout.health", "url": "http://checkout/healthz"}`."""
+
+    name: str = Field(min_length=1, max_length=150)
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    expect_status: int = Field(default=200, ge=100, le=599)
+    service: str | None = None
 
 
 class Settings(BaseSettings):
@@ -50,6 +70,12 @@ class Settings(BaseSettings):
     detect_open_score: float = Field(default=0.58, gt=0, lt=1)
     detect_keep_score: float = Field(default=0.3, gt=0, lt=1)
     detect_quiet_points: int = Field(default=10, ge=1)
+
+    # Pull sources (JSON lists; see .env.example)
+    prometheus_url: str | None = None
+    prometheus_queries: list[PromQueryConfig] = Field(default_factory=list)
+    probes: list[ProbeConfig] = Field(default_factory=list)
+    pull_interval_s: float = Field(default=60.0, ge=1.0)
 
     # Question answering
     ollama_host: str | None = None
@@ -127,6 +153,10 @@ def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (and `.env`); a bad value names the variable."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a list setting that is not valid JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"SIGOPS_{field.group(1).upper()}" if field else "a SIGOPS_ setting"
+        raise ConfigError(f"bad settings:\n  {name}: not valid JSON (it takes a JSON list)") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):

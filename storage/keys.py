@@ -42,6 +42,11 @@ class Keys:
         return f"{self.prefix}:detector-state"
 
     @property
+    def pull_cursors(self) -> str:
+        """Hash: pull source query name -> timestamp it has read up to."""
+        return f"{self.prefix}:pull-cursors"
+
+    @property
     def ready_probe(self) -> str:
         """A key `/readyz` may read to prove Redis answers."""
         return f"{self.prefix}:ready"

@@ -10,6 +10,21 @@ from storage.keys import Keys
 from storage.redis_stream import guarded
 
 
+class RedisCursorStore:
+    """The pull sources' `CursorStore` on a Redis hash (query name -> ts read up to)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def get(self, name: str) -> float | None:
+        raw = await guarded(lambda: self.redis.hget(self.keys.pull_cursors, name), "reading a pull cursor")
+        return float(raw) if raw is not None else None
+
+    async def set(self, name: str, ts: float) -> None:
+        await guarded(lambda: self.redis.hset(self.keys.pull_cursors, name, repr(ts)), "saving a pull cursor")
+
+
 class RedisDetectorStateStore:
     """The `DetectorStateStore` port on a Redis hash (series -> packed state)."""
 
