@@ -24,11 +24,13 @@ from engine.detect import Detection, Hysteresis
 from engine.ensemble import EnsembleDetector, LocalHours
 from engine.errors import QueueUnavailable
 from engine.ingest import Ingest
+from engine.ownership import Ownership
 from engine.ports import AlertSink
 from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
+from storage.redis_lease import RedisShardLeases
 from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
@@ -88,7 +90,7 @@ async def open_runtime(settings: Settings, sink: AlertSink, *, sqlite_path: Path
     """Connect the stores and wire the engine; Redis may still be down (workers wait)."""
     redis, embedded = make_redis(settings)
     keys = Keys(settings.redis_prefix)
-    queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen)
+    queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen, shards=settings.shards)
     record = await SqliteRecord.open(sqlite_path or settings.sqlite_path)
     processor = SignalProcessor(
         record,
@@ -110,7 +112,11 @@ def start_workers(rt: Runtime, stop: asyncio.Event, count: int, prefix: str = "w
     config = WorkerConfig(batch_size=rt.settings.worker_batch, reclaim_idle_ms=rt.settings.reclaim_idle_ms)
     host = _host_tag()
     for index in range(count):
-        worker = Worker(f"{prefix}-{host}-{index}", rt.queue, rt.processor, rt.sink, config)
+        name = f"{prefix}-{host}-{index}"
+        ownership = Ownership(
+            name, rt.settings.shards, RedisShardLeases(rt.redis, rt.keys), rt.settings.lease_ms
+        )
+        worker = Worker(name, rt.queue, rt.processor, rt.sink, config, ownership=ownership)
         rt.tasks.append(asyncio.create_task(worker.run(stop), name=worker.name))
 
 

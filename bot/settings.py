@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     # Workers and detection
     workers: int = Field(default=1, ge=0, le=32)
+    shards: int = Field(default=8, ge=1, le=1024)  # the stream's shards, each read by one worker
+    lease_ms: int = Field(default=10_000, ge=300)  # a dead worker's shards move after this
     worker_batch: int = Field(default=20, ge=1, le=1_000)  # stream entries (≤100 signals each) per read
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     detect_warmup: int = Field(default=30, ge=2)

@@ -183,6 +183,21 @@ class Detection:
                 if state is not None:
                     self._series[series] = state
 
+    def series_names(self) -> list[str]:
+        return list(self._series)
+
+    def forget(self, names: list[str]) -> None:
+        """Drop series this worker no longer owns (their next owner loads their state)."""
+        for name in names:
+            self._series.pop(name, None)
+
+    def packed(self, names: list[str]) -> dict[str, bytes]:
+        """The persisted form of these series' states, dirty or not."""
+        for name in names:
+            if name in self._series:
+                self._series[name].dirty = True
+        return {k: v for k, v in self.dirty_states().items() if k in set(names)}
+
     def dirty_states(self) -> dict[str, bytes]:
         """Packed states changed since the last call (and mark them clean)."""
         out = {}

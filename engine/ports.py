@@ -24,6 +24,7 @@ class QueuedSignal:
     entry_id: str
     signal: Signal
     received_at: float
+    shard: int = 0
 
 
 class SignalQueue(Protocol):
@@ -33,15 +34,19 @@ class SignalQueue(Protocol):
         """Append signals (several may share an entry); return the entry ids. Raises QueueUnavailable."""
         ...
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[QueuedSignal]:
-        """Signals of up to `count` new entries for this consumer (pending until acked)."""
+    async def read(
+        self, consumer: str, count: int, block_ms: int, shards: Sequence[int] | None = None
+    ) -> list[QueuedSignal]:
+        """Signals of up to `count` new entries per shard (all shards by default), pending until acked."""
         ...
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[QueuedSignal]:
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int, shards: Sequence[int] | None = None
+    ) -> list[QueuedSignal]:
         """Take over entries another consumer read but did not ack for `min_idle_ms`."""
         ...
 
-    async def ack(self, entry_ids: Sequence[str]) -> None:
+    async def ack(self, entries: Sequence[QueuedSignal]) -> None:
         """Mark entries done; only after their effects are committed."""
         ...
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from engine.alerts import AlertChange, AlertPolicy, decide, keys_involved
 from engine.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
+from engine.ownership import Ownership, shard_of
 from engine.ports import (
     AlertSink,
     DetectorStateStore,
@@ -119,6 +120,14 @@ class SignalProcessor:
         if unknown:
             self.detection.restore(await self.states.load(unknown))
 
+    async def drop_shards(self, shards: frozenset[int], total: int, *, save: bool) -> None:
+        """Forget the series of shards this process no longer owns (saving them first if given back)."""
+        async with self._lock:
+            names = [n for n in self.detection.series_names() if shard_of(n, total) in shards]
+            if save and names:
+                await self.states.save(self.detection.packed(names))
+            self.detection.forget(names)
+
     async def save_states(self) -> int:
         """Persist detector states changed since the last save; return how many."""
         dirty = self.detection.dirty_states()
@@ -166,8 +175,11 @@ class Worker:
         sink: AlertSink,
         config: WorkerConfig = WorkerConfig(),
         clock: Callable[[], float] = time.monotonic,
+        ownership: Ownership | None = None,
     ) -> None:
         self.name = name
+        self.ownership = ownership  # None: read every shard (a single worker)
+        self._next_rebalance = 0.0
         self.queue = queue
         self.processor = processor
         self.sink = sink
@@ -181,14 +193,20 @@ class Worker:
     async def step(self) -> BatchOutcome | None:
         """Reclaim (when due) or read one batch, process, ack, announce."""
         entries: list[QueuedSignal] = []
+        shards = await self._owned_shards()
+        if shards is not None and not shards:
+            await asyncio.sleep(self.config.block_ms / 1000)  # standing by: every shard has an owner
+            return None
         now = self.clock()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.config.reclaim_every_s
-            entries = await self.queue.reclaim(self.name, self.config.reclaim_idle_ms, self.config.batch_size)
+            entries = await self.queue.reclaim(
+                self.name, self.config.reclaim_idle_ms, self.config.batch_size, shards
+            )
             if entries:
                 log.warning("%s reclaimed %d signals left pending by another worker", self.name, len(entries))
         if not entries:
-            entries = await self.queue.read(self.name, self.config.batch_size, self.config.block_ms)
+            entries = await self.queue.read(self.name, self.config.batch_size, self.config.block_ms, shards)
         if not entries:
             await self._maybe_sweep()
             await self._maybe_save_states()
@@ -202,7 +220,7 @@ class Worker:
                 "%s: a batch of %d signals failed; retrying them one by one", self.name, len(entries)
             )
             outcome = await self._process_singly(entries)
-        await self.queue.ack([e.entry_id for e in entries])
+        await self.queue.ack(entries)
         self.processed += outcome.read
         for change in outcome.alert_changes:
             if change.newsworthy:
@@ -210,6 +228,29 @@ class Worker:
         await self._maybe_sweep()
         await self._maybe_save_states()
         return outcome
+
+    async def _owned_shards(self) -> list[int] | None:
+        """The shards to read now (None: all), rebalancing the leases when due."""
+        ownership = self.ownership
+        if ownership is None:
+            return None
+        if self.clock() >= self._next_rebalance:
+            self._next_rebalance = self.clock() + ownership.ttl_ms / 3000
+            change = await ownership.rebalance()
+            if change.released:
+                await self.processor.drop_shards(change.released, ownership.shards, save=True)
+                await ownership.release(change.released)
+            if change.lost:
+                log.warning(
+                    "%s lost shards %s (lease lapsed); another worker owns them now",
+                    self.name,
+                    sorted(change.lost),
+                )
+                await self.processor.drop_shards(change.lost, ownership.shards, save=False)
+            if change.gained:
+                log.info("%s now owns shards %s", self.name, sorted(ownership.owned))
+                self._next_reclaim = 0.0  # take over what a previous owner left pending
+        return sorted(ownership.owned)
 
     async def _process_singly(self, entries: Sequence[QueuedSignal]) -> BatchOutcome:
         """Process each signal alone; set aside (dead-letter) those that still fail."""
@@ -256,6 +297,11 @@ class Worker:
                 log.warning("%s resumed after %s", self.name, failing)
                 failing, delay = None, self.config.retry_min_s
         await self.flush_states()
+        if self.ownership is not None:
+            try:
+                await self.ownership.leave()  # hand the shards over now, not after the lease runs out
+            except QueueUnavailable as exc:
+                log.warning("%s could not release its shards: %s (they lapse on their own)", self.name, exc)
 
     async def flush_states(self) -> None:
         """Save detector state now (at shutdown); an outage here only costs relearning."""

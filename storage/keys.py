@@ -21,10 +21,18 @@ class Keys:
 
     prefix: str = DEFAULT_PREFIX
 
+    def stream(self, shard: int) -> str:
+        """The stream of one shard of the signals (a series always lands in the same one)."""
+        return f"{self.prefix}:signals:{shard}"
+
+    def lease(self, shard: int) -> str:
+        """Who owns a shard now: the worker whose id is the value, until it expires."""
+        return f"{self.prefix}:lease:{shard}"
+
     @property
-    def signals(self) -> str:
-        """The stream every ingested signal goes through."""
-        return f"{self.prefix}:signals"
+    def workers(self) -> str:
+        """Sorted set of live workers (score: last heartbeat), for sharing out shards."""
+        return f"{self.prefix}:workers"
 
     @property
     def group(self) -> str:
@@ -34,7 +42,7 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         """Stream of signals that failed processing even one at a time, with the error."""
-        return f"{self.prefix}:signals:dead"
+        return f"{self.prefix}:dead-letters"
 
     @property
     def detector_state(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -14,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.typing import EncodableT, FieldT
 
 from engine.errors import QueueUnavailable
+from engine.ownership import shard_of
 from engine.ports import QueuedSignal
 from engine.signal import Signal, signals_from_json, signals_to_json
 from storage.keys import DEAD_LETTERS_MAXLEN, Keys
@@ -60,41 +62,63 @@ CHUNK = 100
 
 
 class RedisSignalQueue:
-    """The `SignalQueue` port on a Redis stream with one consumer group.
+    """The `SignalQueue` port on Redis streams: one per shard, each with a consumer group.
 
-    Each entry carries up to `chunk` signals as one JSON array; `maxlen` bounds the
-    number of entries (approximately, as Redis trims whole nodes).
+    A series always goes to the same shard (`shard_of`), so the worker holding a shard's
+    lease is the only one reading that series. Each entry carries up to `chunk` signals
+    as one JSON array; `maxlen` bounds each shard's stream in entries (approximately:
+    Redis trims whole nodes).
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, *, maxlen: int, shards: int = 1, chunk: int = CHUNK
+    ) -> None:
+        if shards < 1:
+            raise ValueError("a queue needs at least one shard")
         self.redis = redis
         self.keys = keys
         self.maxlen = maxlen
+        self.shards = shards
         self.chunk = chunk
-        self._group_ready = False
-        self._reclaim_cursor = "0-0"
+        self._ready: set[int] = set()
+        self._reclaim_cursors: dict[int, str] = {}
 
-    async def ensure_group(self) -> None:
-        """Create the stream and the consumer group if they do not exist yet."""
-        try:
-            await guarded(
-                lambda: self.redis.xgroup_create(self.keys.signals, self.keys.group, id="0", mkstream=True),
-                "creating the consumer group",
-            )
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+    def _all(self, shards: Sequence[int] | None) -> Sequence[int]:
+        return range(self.shards) if shards is None else shards
+
+    async def ensure_group(self, shards: Sequence[int] | None = None) -> None:
+        """Create the shard streams and their consumer groups if they do not exist yet."""
+        for shard in self._all(shards):
+            if shard in self._ready:
+                continue
+            try:
+                await guarded(
+                    lambda s=shard: self.redis.xgroup_create(  # type: ignore[misc]
+                        self.keys.stream(s), self.keys.group, id="0", mkstream=True
+                    ),
+                    "creating a consumer group",
+                )
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._ready.add(shard)
 
     async def publish(self, signals: Sequence[Signal], received_at: float) -> list[str]:
         received = repr(received_at).encode()
-        bodies = [signals_to_json(signals[i : i + self.chunk]) for i in range(0, len(signals), self.chunk)]
+        by_shard: dict[int, list[Signal]] = {}
+        for signal in signals:
+            by_shard.setdefault(shard_of(signal.series, self.shards), []).append(signal)
+        bodies = [
+            (shard, signals_to_json(group[i : i + self.chunk]))
+            for shard, group in by_shard.items()
+            for i in range(0, len(group), self.chunk)
+        ]
 
         async def send() -> list[Any]:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for body in bodies:
+                for shard, body in bodies:
                     pipe.xadd(
-                        self.keys.signals,
+                        self.keys.stream(shard),
                         {b"b": body, b"r": received},
                         maxlen=self.maxlen,
                         approximate=True,
@@ -104,61 +128,82 @@ class RedisSignalQueue:
         ids = await guarded(send, "publishing signals")
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[QueuedSignal]:
-        if not self._group_ready:
-            await self.ensure_group()
+    async def read(
+        self, consumer: str, count: int, block_ms: int, shards: Sequence[int] | None = None
+    ) -> list[QueuedSignal]:
+        wanted = list(self._all(shards))
+        if not wanted:
+            return []
+        await self.ensure_group(wanted)
+        streams: dict[Any, Any] = {self.keys.stream(shard): ">" for shard in wanted}
         try:
             reply = await guarded(
                 lambda: self.redis.xreadgroup(
-                    self.keys.group, consumer, {self.keys.signals: ">"}, count=count, block=block_ms
+                    self.keys.group, consumer, streams, count=count, block=block_ms
                 ),
                 "reading signals",
             )
         except redis_errors.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self._group_ready = False  # the stream was deleted under us; recreate next time
+            self._ready.clear()  # a stream was deleted under us (Redis restarted empty): recreate
             return []
         if not reply:
             return []
         # RESP2 gives [[stream, entries]], RESP3 a dict {stream: [entries]}.
-        streams = reply.items() if isinstance(reply, dict) else reply
-        return [q for _, entries in streams for q in _decode(entries)]
+        pairs = reply.items() if isinstance(reply, dict) else reply
+        return [q for stream, entries in pairs for q in _decode(entries, self._shard_of_stream(stream))]
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[QueuedSignal]:
-        if not self._group_ready:
-            await self.ensure_group()
-        reply = await guarded(
-            lambda: self.redis.xautoclaim(
-                self.keys.signals,
-                self.keys.group,
-                consumer,
-                min_idle_time=min_idle_ms,
-                start_id=self._reclaim_cursor,
-                count=count,
-            ),
-            "reclaiming pending signals",
-        )
-        cursor, entries = reply[0], reply[1]
-        deleted = reply[2] if len(reply) > 2 else []
-        self._reclaim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-        if deleted:
-            # Trimmed by MAXLEN before anyone recorded them: acknowledge, and say so loudly.
-            log.error(
-                "%d pending signals were trimmed from the stream before they were recorded; "
-                "raise SIGOPS_STREAM_MAXLEN or add workers",
-                len(deleted),
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int, shards: Sequence[int] | None = None
+    ) -> list[QueuedSignal]:
+        out: list[QueuedSignal] = []
+        for shard in self._all(shards):
+            await self.ensure_group([shard])
+            reply = await guarded(
+                lambda s=shard: self.redis.xautoclaim(  # type: ignore[misc]
+                    self.keys.stream(s),
+                    self.keys.group,
+                    consumer,
+                    min_idle_time=min_idle_ms,
+                    start_id=self._reclaim_cursors.get(s, "0-0"),
+                    count=count,
+                ),
+                "reclaiming pending signals",
             )
-            await self.ack([d.decode() if isinstance(d, bytes) else str(d) for d in deleted])
-        return _decode(entries)
+            cursor, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            self._reclaim_cursors[shard] = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+            if deleted:
+                # Trimmed by MAXLEN before anyone recorded them: acknowledge, and say so loudly.
+                log.error(
+                    "%d pending signals were trimmed from shard %d before they were recorded; "
+                    "raise SIGOPS_STREAM_MAXLEN or add workers",
+                    len(deleted),
+                    shard,
+                )
+                stream = self.keys.stream(shard)
+                ids = [d.decode() if isinstance(d, bytes) else str(d) for d in deleted]
+                await guarded(partial(self.redis.xack, stream, self.keys.group, *ids), "acknowledging")
+            out += _decode(entries, shard)
+        return out
 
-    async def ack(self, entry_ids: Sequence[str]) -> None:
-        unique = list(dict.fromkeys(entry_ids))  # signals of one chunk share an entry
-        if unique:
+    async def ack(self, entries: Sequence[QueuedSignal]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for entry in entries:
+            ids = by_shard.setdefault(entry.shard, [])
+            if not ids or ids[-1] != entry.entry_id:  # signals of one chunk share an entry
+                ids.append(entry.entry_id)
+        for shard, ids in by_shard.items():
+            unique = list(dict.fromkeys(ids))
             await guarded(
-                lambda: self.redis.xack(self.keys.signals, self.keys.group, *unique),
+                lambda s=shard, u=unique: self.redis.xack(self.keys.stream(s), self.keys.group, *u),  # type: ignore[misc]
                 "acknowledging signals",
             )
+
+    def _shard_of_stream(self, stream: Any) -> int:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        return int(name.rsplit(":", 1)[1])
 
     async def dead_letter(self, entry: QueuedSignal, error: str) -> None:
         fields: dict[FieldT, EncodableT] = {
@@ -183,14 +228,19 @@ class RedisSignalQueue:
             return False
 
     async def pending_count(self) -> int:
-        """Entries read by some worker and not acknowledged yet."""
-        info = await guarded(
-            lambda: self.redis.xpending(self.keys.signals, self.keys.group), "counting pending"
-        )
-        return int(info["pending"] if isinstance(info, dict) else info[0])
+        """Entries read by some worker and not acknowledged yet, over all shards."""
+        await self.ensure_group()
+        total = 0
+        for shard in range(self.shards):
+            info = await guarded(
+                lambda s=shard: self.redis.xpending(self.keys.stream(s), self.keys.group),  # type: ignore[misc]
+                "counting pending",
+            )
+            total += int(info["pending"] if isinstance(info, dict) else info[0])
+        return total
 
 
-def _decode(entries: Sequence[Any]) -> list[QueuedSignal]:
+def _decode(entries: Sequence[Any], shard: int) -> list[QueuedSignal]:
     out = []
     for entry_id, fields in entries:
         if not fields:
@@ -204,5 +254,5 @@ def _decode(entries: Sequence[Any]) -> list[QueuedSignal]:
             # Not ours (another writer on the stream); say so, never crash the worker.
             log.error("skipping unreadable stream entry %s: %s", ident, exc)
             continue
-        out += [QueuedSignal(ident, signal, received) for signal in signals]
+        out += [QueuedSignal(ident, signal, received, shard) for signal in signals]
     return out

@@ -6,6 +6,7 @@ i + 1 and runs once, in order, at open.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -135,6 +136,7 @@ class SqliteRecord:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SqliteRecord:
@@ -184,18 +186,23 @@ class SqliteRecord:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
-        """A write transaction (BEGIN IMMEDIATE), committed at the end of the block."""
-        try:
-            await self.conn.execute("BEGIN IMMEDIATE")
-        except (sqlite3.Error, ValueError) as exc:
-            raise RecordUnavailable(f"SQLite failed to start a transaction: {exc}") from exc
-        try:
-            yield SqliteTransaction(self)
-            await guarded(lambda: self.conn.execute("COMMIT"), "committing")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self.conn.execute("ROLLBACK")
-            raise
+        """A write transaction (BEGIN IMMEDIATE), committed at the end of the block.
+
+        One connection runs one transaction at a time: concurrent callers in this process
+        wait their turn (other processes wait on SQLite's own lock, `busy_timeout`).
+        """
+        async with self._write_lock:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            except (sqlite3.Error, ValueError) as exc:
+                raise RecordUnavailable(f"SQLite failed to start a transaction: {exc}") from exc
+            try:
+                yield SqliteTransaction(self)
+                await guarded(lambda: self.conn.execute("COMMIT"), "committing")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self.conn.execute("ROLLBACK")
+                raise
 
     async def open_alerts(self, keys: Sequence[str]) -> dict[str, Alert]:
         rows = await self._select_in(
