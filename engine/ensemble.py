@@ -114,6 +114,7 @@ class EnsembleDetector:
     cusum_k: float = 0.5
     cusum_h: float = 10.0
     cusum_patience: int = 120  # points in alarm before a new level is accepted
+    shift_keep: float = 3.3  # a shift stays news while the level is this many scales from before
     count_rate_max: float = 30.0  # Poisson below this expected rate
     silence_factor: float = 6.0
     silence_min_s: float = 300.0
@@ -190,20 +191,26 @@ class EnsembleDetector:
         drivers: list[str] = []
         point_driver = "counts" if poisson else "seasonal" if seasonal else "level"
 
-        # CUSUM on clipped standardised residuals.
+        # CUSUM on clipped standardised residuals. Once it alarms, the shift stays news
+        # while the level stays away from where it was (the anchor, frozen meanwhile),
+        # until `cusum_patience` points accept the new level.
         u = max(-4.0, min(4.0, z_model))
-        if m.cpos == 0.0 and m.cneg == 0.0:
+        if m.alarm == 0 and m.cpos == 0.0 and m.cneg == 0.0:
             m.anchor = expected
         k = self.cusum_k
         m.cpos = max(0.0, m.cpos + u - k) if warm else 0.0
         m.cneg = max(0.0, m.cneg - u - k) if warm else 0.0
         shift = max(m.cpos, m.cneg)
+        away = (expected - m.anchor) / sigma  # how far the level now is from before the shift
         z_shift = 0.0
-        if shift > self.cusum_h:
+        if shift > self.cusum_h or (m.alarm and abs(away) >= self.shift_keep):
             m.alarm += 1
-            # Equivalent z: the alarm threshold maps to 4.5σ, twice it to ~6σ.
-            excess = (shift - self.cusum_h) / self.cusum_h
-            z_shift = math.copysign(self.driver_z + 0.3 + 1.5 * excess, m.cpos - m.cneg)
+            # Equivalent z: the alarm threshold maps just past the open score; the distance
+            # from the old level keeps it there for as long as the level stays away.
+            excess = max(0.0, (shift - self.cusum_h) / self.cusum_h)
+            z_shift = math.copysign(
+                max(self.driver_z + 0.3 + 1.5 * excess, abs(away)), away or (m.cpos - m.cneg)
+            )
             if m.alarm > self.cusum_patience:  # a lasting new level: accept it
                 m.cpos = m.cneg = 0.0
                 m.alarm = 0

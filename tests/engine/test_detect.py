@@ -195,3 +195,14 @@ def test_score_is_monotonic_in_z_and_bounded() -> None:
     assert scores == sorted(scores)
     assert 0 <= scores[0] and scores[-1] <= 1
     assert score_of(-6) == score_of(6)
+
+
+def test_a_temporary_shift_is_one_alarm_open_while_away_and_closed_after_the_return() -> None:
+    values = [*noise(200, seed=31), *(v + 60 for v in noise(60, seed=32)), *noise(100, seed=33)]
+    detection = Detection()
+    seen = [
+        (i, o.transition) for i, o in enumerate(map(detection.observe, points(values))) if o and o.transition
+    ]
+    assert seen[0] == (200, "opened")
+    assert len(seen) == 2 and seen[1][1] == "closed"
+    assert seen[1][0] > 260  # open for the whole time the level was away, closed after it came back
