@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.demo import poisson_sample
 from engine.detect import Detection, state_bytes
 from engine.signal import Signal
 
@@ -77,17 +78,6 @@ def _ease(days: float) -> float:
     return 1.0 / (1.0 + math.exp(-days * 24 / 1.5))
 
 
-def counts(rng: random.Random, rate: float) -> int:
-    if rate > 50:
-        return max(0, round(rng.gauss(rate, math.sqrt(rate))))
-    limit, k, p = math.exp(-rate), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
-
-
 def make_case(rng: random.Random, kind: str, index: int, days: float) -> Case:
     n = int(days * DAY)
     count_series = kind in ("clean", "spike") and index % 4 == 3
@@ -96,7 +86,7 @@ def make_case(rng: random.Random, kind: str, index: int, days: float) -> Case:
         shape = "seasonal"
     if count_series:
         rate = rng.uniform(0.5, 20)
-        values: list[float | None] = [float(counts(rng, rate)) for _ in range(n)]
+        values: list[float | None] = [float(poisson_sample(rng, rate)) for _ in range(n)]
         sigma = math.sqrt(rate)
         mean: Callable[[int], float] = lambda i: rate  # noqa: E731
     else:

@@ -17,8 +17,9 @@ from typing import Protocol
 from bot.reply import Button, Reply, error_reply
 from engine.alerts import Alert
 from engine.answer import RetrievalAnswerer
-from engine.detect import Anomaly, fmt
+from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
+from engine.text import fmt
 
 log = logging.getLogger(__name__)
 

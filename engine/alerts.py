@@ -130,20 +130,7 @@ def _from_observation(
     alive = alert is not None and alert.status != "resolved"
     anomaly = obs.anomaly
     if obs.transition == "closed":
-        if not alive:
-            return None
-        assert alert is not None
-        return AlertChange(
-            replace(
-                alert,
-                status="resolved",
-                resolved_at=obs.signal.ts,
-                updated_at=obs.signal.ts,
-                value=obs.signal.value,
-                version=alert.version + 1,
-            ),
-            "resolved",
-        )
+        return _resolved(alert, obs.signal.ts, obs.signal.value) if alive and alert else None
     if anomaly is None:
         return None
     severity = _anomaly_severity(anomaly, obs.signal.severity, policy)
@@ -200,19 +187,7 @@ def _from_alert_signal(signal: Signal, current: Mapping[str, Alert]) -> AlertCha
     alert = current.get(key)
     alive = alert is not None and alert.status != "resolved"
     if signal.labels.get("status", "firing") == "resolved":
-        if not alive:
-            return None
-        assert alert is not None
-        return AlertChange(
-            replace(
-                alert,
-                status="resolved",
-                resolved_at=signal.ts,
-                updated_at=signal.ts,
-                version=alert.version + 1,
-            ),
-            "resolved",
-        )
+        return _resolved(alert, signal.ts, alert.value) if alive and alert else None
     if alive:
         assert alert is not None
         if alert.severity == signal.severity and alert.explanation == (signal.text or ""):
@@ -247,6 +222,15 @@ def _from_alert_signal(signal: Signal, current: Mapping[str, Alert]) -> AlertCha
             labels=dict(signal.labels),
         ),
         "opened",
+    )
+
+
+def _resolved(alert: Alert, ts: float, value: float | None) -> AlertChange:
+    return AlertChange(
+        replace(
+            alert, status="resolved", resolved_at=ts, updated_at=ts, value=value, version=alert.version + 1
+        ),
+        "resolved",
     )
 
 

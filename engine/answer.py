@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from engine.alerts import Alert
-from engine.detect import Anomaly, fmt
+from engine.detect import Anomaly
+from engine.text import fmt
 
 _UNITS = {"m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400, "week": 604800}
 _WINDOW = re.compile(r"\b(?:last|past)\s+(\d+)?\s*(m|min|minutes?|h|hours?|d|days?|weeks?)\b", re.I)

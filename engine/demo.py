@@ -99,10 +99,10 @@ class DemoWorld:
             labels = {"service": svc.name, "env": "prod", "region": "eu-west-1"}
             requests = max(0.0, rng.gauss(svc.requests * season, math.sqrt(svc.requests) * 1.5))
             latency = svc.latency_ms * (1 + 0.08 * (season - 1)) * math.exp(rng.gauss(0, 0.05))
-            errors = float(_poisson(rng, svc.error_rate * season))
+            errors = float(poisson_sample(rng, svc.error_rate * season))
             if live_step is not None:
                 if svc.name == "checkout" and live_step >= ERROR_SHIFT_STEP:
-                    errors = float(_poisson(rng, svc.error_rate * season * 6))
+                    errors = float(poisson_sample(rng, svc.error_rate * season * 6))
                 if svc.name == "payments" and LATENCY_SPIKE_STEP <= live_step < LATENCY_SPIKE_STEP + 3:
                     latency *= 4.5
             out += [
@@ -138,7 +138,7 @@ class DemoWorld:
         return out
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson_sample(rng: random.Random, lam: float) -> int:
     """Poisson sample (Knuth for small rates, normal approximation above)."""
     if lam > 50:
         return max(0, round(rng.gauss(lam, math.sqrt(lam))))

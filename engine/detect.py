@@ -17,6 +17,7 @@ from typing import Literal
 
 from engine.ensemble import Assessment, EnsembleDetector, SeriesModel, score_of
 from engine.signal import Signal
+from engine.text import duration, fmt
 
 Transition = Literal["opened", "closed"] | None
 
@@ -166,8 +167,8 @@ class Detection:
                         score=round(score_of(z), 4),
                         detectors=("silence",),
                         explanation=(
-                            f"{name} has not reported for {_minutes(quiet)} "
-                            f"(usually every {_minutes(model.gap)})"
+                            f"{name} has not reported for {duration(quiet)} "
+                            f"(usually every {duration(model.gap)})"
                         ),
                     )
                 )
@@ -256,25 +257,3 @@ def explain(series: str, value: float, verdict: Assessment) -> str:
         f"{abs(verdict.z):.1f}σ {direction} ({why})"
     )
     return f"{text}; {verdict.note}" if verdict.note else text
-
-
-def fmt(number: float) -> str:
-    """A number in at most 3-4 significant digits, without noise."""
-    if number == 0 or not math.isfinite(number):
-        return str(number)
-    magnitude = abs(number)
-    if magnitude >= 1e6:
-        return f"{number / 1e6:.3g}M"
-    if magnitude >= 1e4:
-        return f"{number / 1e3:.3g}k"
-    if magnitude >= 100:
-        return f"{number:.0f}"
-    return f"{number:.3g}"
-
-
-def _minutes(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

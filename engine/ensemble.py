@@ -25,9 +25,11 @@ import math
 import struct
 from array import array
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from statistics import NormalDist
 from zoneinfo import ZoneInfo
+
+from engine.text import duration
 
 _SIGMA_PER_MAD = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absolute deviation
 _NORMAL = NormalDist()
@@ -152,12 +154,8 @@ class EnsembleDetector:
 
         # Level: Holt forecast and robust scale.
         forecast = m.level + m.slope
-        sigma = _SIGMA_PER_MAD * m.mad
-        floor = self.rel_floor * abs(forecast)
-        if sigma < floor:
-            sigma = floor
-        if sigma < self.abs_floor:
-            sigma = self.abs_floor
+        floor = max(self.rel_floor * abs(forecast), self.abs_floor)  # flat series: no zero scale
+        sigma = max(_SIGMA_PER_MAD * m.mad, floor)
         residual = value - forecast
         z_level = residual / sigma
         warm = n >= self.warmup
@@ -170,11 +168,7 @@ class EnsembleDetector:
         base = 24 if weekend else 0
         i0, i1 = base + h0 % 24, base + (h0 + 1) % 24
         off = (1.0 - w) * m.s_mean[i0] + w * m.s_mean[i1]
-        s_sigma = _SIGMA_PER_MAD * ((1.0 - w) * m.s_mad[i0] + w * m.s_mad[i1])
-        if s_sigma < floor:
-            s_sigma = floor
-        if s_sigma < self.abs_floor:
-            s_sigma = self.abs_floor
+        s_sigma = max(_SIGMA_PER_MAD * ((1.0 - w) * m.s_mad[i0] + w * m.s_mad[i1]), floor)
         r_season = residual - off
         z_season = r_season / s_sigma
         bucket_ready = m.s_days[i0] >= self.season_days and m.s_days[i1] >= self.season_days
@@ -258,7 +252,7 @@ class EnsembleDetector:
             z_silence = min(10.0, 4.0 + math.log2(ratio + 1) * 2)
             if z_silence > abs(z):
                 z = z_silence
-            note = f"silent for {_duration(silent_for)} (usually every {_duration(m.gap)})"
+            note = f"silent for {duration(silent_for)} (usually every {duration(m.gap)})"
         band = self.band * (s_sigma if seasonal else sigma)
         lower, upper = expected - band, expected + band
         return Assessment(score_of(z), z, expected, lower, upper, tuple(drivers), True, note)
@@ -323,14 +317,3 @@ def _poisson_z(value: float, rate: float) -> float:
     if tail >= 0.5:
         return 0.0
     return min(10.0, -_NORMAL.inv_cdf(tail))  # not inv_cdf(1 - tail): that rounds to 1.0
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return str(timedelta(seconds=round(seconds)))

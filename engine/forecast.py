@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.detect import fmt
+from engine.text import duration, fmt
 
 MAX_POINTS = 240  # pairwise slopes are O(n²): subsample longer histories
 PERCENT_SUFFIXES = ("_pct", "_percent", ".percent", "_utilization", "_usage_pct")
@@ -27,7 +27,7 @@ class Forecast:
     @property
     def text(self) -> str:
         return (
-            f"at this rate {self.series} crosses {fmt(self.limit)} in about {_hours(self.eta_s)} "
+            f"at this rate {self.series} crosses {fmt(self.limit)} in about {duration(self.eta_s)} "
             f"(now {fmt(self.now_value)}, {'+' if self.slope_per_hour >= 0 else ''}"
             f"{fmt(self.slope_per_hour)}/h)"
         )
@@ -74,11 +74,3 @@ def forecast(
     if eta > horizon_s:
         return None
     return Forecast(series, intercept, slope * 3600, limit, eta)
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 5400:
-        return f"{max(1, round(seconds / 60))} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.1f} days"

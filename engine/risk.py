@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.alerts import Alert
+from engine.text import duration
 
 SEVERITY_WEIGHT = {"info": 0.25, "warning": 0.5, "error": 0.75, "critical": 1.0}
 CHANGE_WINDOW_S = 1800.0  # a change this long before an alert started counts as related
@@ -71,13 +72,13 @@ def assess(alert: Alert, now: float, changes: Sequence[ChangeRef], others: Seque
     """The risk of `alert` and what it relates to, given the service's changes and open alerts."""
     before = [c for c in changes if alert.started_at - CHANGE_WINDOW_S <= c.ts <= alert.started_at + 60]
     before.sort(key=lambda c: c.ts, reverse=True)
-    related_changes = tuple(f"started {_ago(alert.started_at - c.ts)} after {c.text}" for c in before[:3])
+    related_changes = tuple(f"started {duration(alert.started_at - c.ts)} after {c.text}" for c in before[:3])
     other_series = tuple(sorted({a.series for a in others if a.id != alert.id and a.series != alert.series}))
     lasted = max(0.0, alert.updated_at - alert.started_at)
     idle = max(0.0, now - alert.updated_at)
     drivers = (
         Driver("magnitude", alert.score, f"anomaly score {alert.score:.2f}"),
-        Driver("duration", min(1.0, lasted / 900.0), f"lasting {_ago(lasted)}"),
+        Driver("duration", min(1.0, lasted / 900.0), f"lasting {duration(lasted)}"),
         Driver("severity", SEVERITY_WEIGHT.get(alert.severity, 0.5), f"severity {alert.severity}"),
         Driver(
             "breadth",
@@ -85,16 +86,7 @@ def assess(alert: Alert, now: float, changes: Sequence[ChangeRef], others: Seque
             f"{len(other_series)} other series of {alert.service} anomalous" if other_series else "alone",
         ),
         Driver("change", 1.0 if before else 0.0, related_changes[0] if before else "no change just before"),
-        Driver("recency", math.exp(-idle / 3600.0), f"last seen {_ago(idle)} ago"),
+        Driver("recency", math.exp(-idle / 3600.0), f"last seen {duration(idle)} ago"),
     )
     risk = sum(d.contribution for d in drivers)
     return Context(min(1.0, risk), drivers, related_changes, other_series)
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from engine.demo import poisson_sample
 from engine.detect import Detection, Hysteresis, state_bytes
 from engine.ensemble import STATE_BYTES, EnsembleDetector, LocalHours, score_of
 from engine.signal import Signal
@@ -31,16 +32,7 @@ def noise(n: int, seed: int = 1, mean: float = 200.0, sd: float = 10.0) -> list[
 
 def poisson(n: int, rate: float, seed: int = 3) -> list[float]:
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        limit, k, p = math.exp(-rate), 0, 1.0
-        while True:
-            p *= rng.random()
-            if p <= limit:
-                break
-            k += 1
-        out.append(float(k))
-    return out
+    return [float(poisson_sample(rng, rate)) for _ in range(n)]
 
 
 def daily(days: int, seed: int = 4) -> list[float]:

@@ -1,0 +1,35 @@
+"""How numbers and durations read in explanations, alerts and answers."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt(number: float) -> str:
+    """A number in at most 3-4 significant digits, without noise."""
+    if number == 0 or not math.isfinite(number):
+        return str(number)
+    magnitude = abs(number)
+    if magnitude >= 1e6:
+        return f"{number / 1e6:.3g}M"
+    if magnitude >= 1e4:
+        return f"{number / 1e3:.3g}k"
+    if magnitude >= 100:
+        return f"{number:.0f}"
+    return f"{number:.3g}"
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person says it: 45s, 12 min, 1.5 h, 3 days."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{_trim(seconds / 3600)} h"
+    return f"{_trim(seconds / 86400)} days"
+
+
+def _trim(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
