@@ -13,8 +13,11 @@ the cost near 10 µs a point):
 - counts: for series of small non-negative integers, the Poisson upper tail replaces
   the z-score (meaningless at low rates).
 - level shift: a two-sided CUSUM of the standardised residuals, so a step is found even
-  when no single point is extreme. A slow drift is followed by the level model and not
-  flagged yet (bench/detect.py measures it).
+  when no single point is extreme; the shift stays news while the level stays away.
+- drift: how far the level moved lately (against a slow average), compared with how far
+  it usually moves at that hour (learned across days, weekdays and weekends apart). A
+  steady trend or a daily ramp is a usual move; a slow climb is not. Judged once the
+  hour's buckets have three days of history.
 - silence: a series that reports again after a gap far longer than its usual gap
   (live, `Detection.sweep` also finds series that stopped and have not come back).
 """
@@ -50,6 +53,7 @@ class SeriesModel:
     cneg: float = 0.0
     alarm: int = 0  # points the CUSUM has been in alarm
     anchor: float = 0.0  # the level before the CUSUM started adding up (what a shift left)
+    slow: float = 0.0  # a slow average of the level: level - slow is how far it moved lately
     counts: bool = True  # every value so far a non-negative integer
     l_fit: float = 0.8  # EW mean |level z|
     s_fit: float = 9.0  # EW mean |seasonally adjusted z|: near 0.8 when the seasonal model fits
@@ -57,6 +61,8 @@ class SeriesModel:
     s_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))
     s_days: bytearray = field(default_factory=lambda: bytearray(BUCKETS))  # distinct days, capped
     s_day: array = field(default_factory=lambda: array("H", bytes(2 * BUCKETS)))  # last day seen
+    m_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # usual move, by hour
+    m_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # its usual spread
 
 
 @dataclass(slots=True)
@@ -117,6 +123,9 @@ class EnsembleDetector:
     cusum_h: float = 10.0
     cusum_patience: int = 120  # points in alarm before a new level is accepted
     shift_keep: float = 3.3  # a shift stays news while the level is this many scales from before
+    drift_rate: float = 0.01  # the slow average (a memory of ~100 points)
+    drift_floor: float = 0.5  # a move's spread is at least this many point scales
+    drift_learn: float = 0.01  # per bucket: the usual move is learned across days, not within an hour
     count_rate_max: float = 30.0  # Poisson below this expected rate
     silence_factor: float = 6.0
     silence_min_s: float = 300.0
@@ -211,6 +220,21 @@ class EnsembleDetector:
         else:
             m.alarm = 0
 
+        # Drift: how far the level moved lately, against how far it usually moves at this hour.
+        if n == 1:
+            m.slow = forecast
+        move = forecast - m.slow
+        usual = (1.0 - w) * m.m_mean[i0] + w * m.m_mean[i1]
+        spread = max(_SIGMA_PER_MAD * ((1.0 - w) * m.m_mad[i0] + w * m.m_mad[i1]), self.drift_floor * sigma)
+        z_drift = (move - usual) / spread if bucket_ready and warm else 0.0
+        m.slow += self.drift_rate * (forecast - m.slow)
+        if abs(z_drift) < 2.5:  # learn what is usual only from usual moves
+            surprise = move - usual
+            for index, weight in ((i0, 1.0 - w), (i1, w)):
+                rate = self.drift_learn * weight
+                m.m_mean[index] += rate * surprise
+                m.m_mad[index] += rate * (abs(surprise) - m.m_mad[index])
+
         # Learn, clipping what an outlier can teach once warm.
         limit = self.clip * sigma
         if warm:
@@ -245,6 +269,11 @@ class EnsembleDetector:
             if abs(z_shift) > abs(z):
                 z = z_shift
                 expected = m.anchor  # a shift is news relative to where the level was
+        if abs(z_drift) >= self.driver_z:
+            drivers.append("drift")
+            if abs(z_drift) > abs(z):
+                z = z_drift
+                expected = m.slow + usual
         note = ""
         if silent_for:
             drivers.append("silence")
@@ -271,9 +300,12 @@ class EnsembleDetector:
     def pack(self, m: SeriesModel) -> bytes:
         head = _HEAD.pack(
             min(m.n, 2**32 - 1), m.last_ts, m.gap, m.level, m.slope, m.mad,
-            m.cpos, m.cneg, min(m.alarm, 65535), m.counts, m.l_fit, m.s_fit, m.anchor,
+            m.cpos, m.cneg, min(m.alarm, 65535), m.counts, m.l_fit, m.s_fit, m.anchor, m.slow,
         )  # fmt: skip
-        tail = m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
+        tail = (
+            m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
+            + m.m_mean.tobytes() + m.m_mad.tobytes()
+        )  # fmt: skip
         return head + tail
 
     def unpack(self, data: bytes) -> SeriesModel:
@@ -286,15 +318,18 @@ class EnsembleDetector:
         s_mad.frombytes(data[at + 4 * BUCKETS : at + 8 * BUCKETS])
         s_days = bytearray(data[at + 8 * BUCKETS : at + 9 * BUCKETS])
         s_day.frombytes(data[at + 9 * BUCKETS : at + 11 * BUCKETS])
-        n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor = head
+        m_mean, m_mad = array("f"), array("f")
+        m_mean.frombytes(data[at + 11 * BUCKETS : at + 15 * BUCKETS])
+        m_mad.frombytes(data[at + 15 * BUCKETS : at + 19 * BUCKETS])
+        n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor, slow = head
         return SeriesModel(
-            n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, counts, l_fit, s_fit,
-            s_mean, s_mad, s_days, s_day,
+            n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit,
+            s_mean, s_mad, s_days, s_day, m_mean, m_mad,
         )  # fmt: skip
 
 
-_HEAD = struct.Struct("<Iddddd ddH?ddd")
-STATE_BYTES = _HEAD.size + 11 * BUCKETS
+_HEAD = struct.Struct("<Iddddd ddH?dddd")
+STATE_BYTES = _HEAD.size + 19 * BUCKETS
 
 
 def _poisson_z(value: float, rate: float) -> float:
