@@ -134,7 +134,8 @@ class Detection:
             needed = policy.quiet_points * (policy.flap_quiet_factor if episode.flapping else 1)
             if episode.quiet >= needed:
                 episode.open, episode.closed_at, transition = False, signal.ts, "closed"
-        anomaly = _anomaly(signal, verdict) if strong else None
+        lasting = signal.ts - episode.opened_at if episode.open and transition != "opened" else 0.0
+        anomaly = _anomaly(signal, verdict, lasting) if strong else None
         return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
 
     def sweep(self, now: float) -> list[Anomaly]:
@@ -227,7 +228,7 @@ def state_bytes(detection: Detection) -> int:
     return _EPISODE.size + len(detection.detector.pack(SeriesModel()))
 
 
-def _anomaly(signal: Signal, verdict: Assessment) -> Anomaly:
+def _anomaly(signal: Signal, verdict: Assessment, lasting: float = 0.0) -> Anomaly:
     assert signal.value is not None
     drivers = verdict.drivers or ("level",)
     return Anomaly(
@@ -242,13 +243,13 @@ def _anomaly(signal: Signal, verdict: Assessment) -> Anomaly:
         upper=verdict.upper,
         score=round(verdict.score, 4),
         detectors=drivers,
-        explanation=explain(signal.series, signal.value, verdict),
+        explanation=explain(signal.series, signal.value, verdict, lasting),
         labels=dict(signal.labels),
     )
 
 
-def explain(series: str, value: float, verdict: Assessment) -> str:
-    """One line a person can read: value vs expected, band, how far off, and why."""
+def explain(series: str, value: float, verdict: Assessment, lasting: float = 0.0) -> str:
+    """One line a person can read: value vs expected, band, how far off, why, for how long."""
     half_band = (verdict.upper - verdict.lower) / 2
     direction = "above" if verdict.z > 0 else "below"
     why = "+".join(verdict.drivers) or "level"
@@ -256,4 +257,6 @@ def explain(series: str, value: float, verdict: Assessment) -> str:
         f"{series} {fmt(value)} vs expected {fmt(verdict.expected)}±{fmt(half_band)}, "
         f"{abs(verdict.z):.1f}σ {direction} ({why})"
     )
+    if lasting >= 60:
+        text += f", for {duration(lasting)}"
     return f"{text}; {verdict.note}" if verdict.note else text

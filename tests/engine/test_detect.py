@@ -217,3 +217,11 @@ def test_drift_is_not_judged_without_days_of_history() -> None:
     for k in range(200):
         values[400 + k] += 60.0 * min(k + 1, 120) / 120
     assert alarms(values) == []  # known limit: a series younger than 3 days has no usual moves yet
+
+
+def test_the_explanation_says_for_how_long() -> None:
+    detection = Detection()
+    values = [*noise(200, seed=51), *(v + 80 for v in noise(10, seed=52))]
+    found = [o.anomaly for o in map(detection.observe, points(values)) if o and o.anomaly]
+    assert "for" not in found[0].explanation.rsplit(")", 1)[1]  # the first point: just started
+    assert found[-1].explanation.endswith(", for 9 min")
