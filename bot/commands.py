@@ -19,7 +19,7 @@ from engine.alerts import Alert
 from engine.answer import RetrievalAnswerer
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
-from engine.text import fmt
+from engine.text import duration, fmt
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ COMMANDS: dict[str, Command] = {
 def alert_line(alert: Alert, now: float) -> str:
     """One alert as a compact line: state, id, severity, title, score, age."""
     icon = _STATE_ICON.get(alert.status, "•")
-    age = _age(now - alert.started_at)
+    age = duration(now - alert.started_at)
     return (
         f"{icon} [{alert.id}] {alert.severity.upper()} {alert.title} — score {alert.score:.2f}, "
         f"{alert.status} for {age}"
@@ -164,7 +164,7 @@ def alert_reply(alert: Alert, change: str, now: float | None = None) -> Reply:
     if alert.context.get("drivers"):
         fields.append(("risk", f"{alert.risk:.2f} ({_top_drivers(alert)})"))
     if alert.status == "resolved" and alert.resolved_at is not None:
-        fields.append(("lasted", _age(alert.resolved_at - alert.started_at)))
+        fields.append(("lasted", duration(alert.resolved_at - alert.started_at)))
     labels = ", ".join(
         f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in ("status", "fingerprint")
     )
@@ -195,17 +195,6 @@ def _top_drivers(alert: Alert) -> str:
     """The drivers that weigh most in the risk, as readable text."""
     drivers = sorted(alert.context.get("drivers", ()), key=lambda d: d[1], reverse=True)
     return "; ".join(str(d[2]) for d in drivers if d[1] >= 0.5)[:200] or "low on every driver"
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 90:
-        return f"{seconds}s"
-    if seconds < 5400:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d"
 
 
 def _when(ts: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,13 @@ from storage.sqlite import SqliteRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REDIS_URL = os.environ.get("SIGOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def fixture_json(name: str) -> Any:

@@ -24,7 +24,7 @@ from engine.signal import Signal, make_signal
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
-from tests.conftest import REDIS_URL, RecordingSink, drain, make_processor, make_worker
+from tests.conftest import REDIS_URL, RecordingSink, drain, free_port, make_processor, make_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 TS = 1_795_000_000
@@ -116,12 +116,6 @@ async def test_redelivered_entries_after_commit_are_not_recorded_twice(
 
 
 # -- Redis outage on a throwaway server (the shared one is never stopped) -----------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ThrowawayRedis:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -19,12 +18,7 @@ from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from storage.keys import Keys
 from storage.redis_state import RedisCursorStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import free_port
 
 
 class Collected:
