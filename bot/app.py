@@ -136,12 +136,13 @@ async def start_http(rt: Runtime, host: str | None = None, port: int | None = No
     return int(runner.addresses[0][1])
 
 
-async def prune_old_signals(rt: Runtime) -> int:
-    """Housekeeping job: drop signals older than the retention period."""
+async def prune_old_signals(rt: Runtime) -> dict[str, int]:
+    """Housekeeping job: drop signals, anomalies and changes older than the retention period."""
     cutoff = time.time() - rt.settings.retention_days * 86400
     removed = await rt.record.prune(cutoff)
-    if removed:
-        log.info("retention: removed %d signals older than %d days", removed, rt.settings.retention_days)
+    if any(removed.values()):
+        counts = ", ".join(f"{n} {table}" for table, n in removed.items() if n)
+        log.info("retention: removed %s older than %d days", counts, rt.settings.retention_days)
     return removed
 
 

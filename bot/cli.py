@@ -10,11 +10,20 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from bot.app import Runtime, build_detection, open_runtime, start_http, start_scheduler, start_workers
+from bot.app import (
+    Runtime,
+    build_detection,
+    make_redis,
+    open_runtime,
+    start_http,
+    start_scheduler,
+    start_workers,
+)
 from bot.commands import CommandCore
 from bot.console import ConsoleSink, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
@@ -24,6 +33,8 @@ from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsErr
 from engine.forecast import forecast, limit_for
 from engine.replay import read_points, replay, write_csv
 from engine.signal import Signal
+from storage.keys import Keys
+from storage.redis_stream import RedisSignalQueue
 from storage.sqlite import SqliteRecord
 
 log = logging.getLogger("sigops")
@@ -53,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("file", help="CSV with a header row: timestamp,value")
     detect.add_argument("--out", help="where to write the result CSV (default: standard output)")
     detect.add_argument("--series", default="replay", help="series name used in explanations")
+    dead = sub.add_parser("dead-letters", help="signals set aside because processing them failed, and why")
+    dead.add_argument("--limit", type=int, default=50)
     trend = sub.add_parser("forecast", help="when a series' steady trend reaches its limit")
     trend.add_argument("series")
     trend.add_argument("--limit", type=float, help="default: the series' `limit` label, or 100 for *_pct")
@@ -83,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chat": _chat,
         "ask": _ask,
         "forecast": _forecast,
+        "dead-letters": _dead_letters,
     }
     try:
         if args.command == "detect":
@@ -247,6 +261,24 @@ async def _forecast(settings: Settings, args: argparse.Namespace) -> int:
             print(result.text)
     finally:
         await record.close()
+    return 0
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    redis, embedded = make_redis(settings)
+    if embedded:
+        print("sigops: no SIGOPS_REDIS_URL set: dead letters live in the configured Redis", file=sys.stderr)
+        return 2
+    try:
+        queue = RedisSignalQueue(redis, Keys(settings.redis_prefix), maxlen=settings.stream_maxlen)
+        letters = await queue.dead_letters(args.limit)
+    finally:
+        await redis.aclose()
+    if not letters:
+        print("no signals set aside")
+    for when, letter, error in letters:
+        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} UTC  {letter.series}  id {letter.id}  value {letter.value}\n    {error}")
     return 0
 
 

@@ -221,6 +221,22 @@ class RedisSignalQueue:
             "setting a signal aside",
         )
 
+    async def dead_letters(self, limit: int = 50) -> list[tuple[float, Signal, str]]:
+        """Signals set aside, newest first: (when, the signal, the error)."""
+        reply = await guarded(
+            lambda: self.redis.xrevrange(self.keys.dead_letters, count=limit), "reading dead letters"
+        )
+        rows: list[Any] = list(reply or [])
+        out = []
+        for entry_id, fields in rows:
+            ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            error = fields.get(b"error", b"")
+            text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+            body = fields[b"b"]
+            for signal in signals_from_json(body.encode() if isinstance(body, str) else body):
+                out.append((int(ident.split("-")[0]) / 1000, signal, text))
+        return out
+
     async def ping(self) -> bool:
         try:
             return bool(await guarded(self.redis.ping, "pinging"))

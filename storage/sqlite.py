@@ -271,24 +271,32 @@ class SqliteRecord:
         )
         return dict(orjson.loads(rows[0][0])) if rows else {}
 
-    async def prune(self, before: float, chunk: int = 10_000) -> int:
-        """Delete signals older than `before` in small transactions; return how many."""
-        total = 0
-        while True:
-            cursor = await guarded(
-                lambda: self.conn.execute(
-                    "DELETE FROM signals WHERE rowid IN (SELECT rowid FROM signals WHERE ts < ? LIMIT ?)",
-                    (before, chunk),
-                ),
-                "pruning old signals",
-            )
-            total += cursor.rowcount
-            if cursor.rowcount < chunk:
-                return total
+    async def prune(self, before: float, chunk: int = 10_000) -> dict[str, int]:
+        """Delete signals, anomalies and changes older than `before`; alerts are kept.
+
+        In chunks, each its own short write transaction, so workers are never held up long.
+        """
+        removed: dict[str, int] = {}
+        for table in ("signals", "anomalies", "changes"):
+            total = 0
+            while True:
+                async with self.transaction():
+                    cursor = await guarded(
+                        lambda t=table: self.conn.execute(  # type: ignore[misc]
+                            f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE ts < ? LIMIT ?)",
+                            (before, chunk),
+                        ),
+                        f"pruning old {table}",
+                    )
+                total += cursor.rowcount
+                if cursor.rowcount < chunk:
+                    break
+            removed[table] = total
+        return removed
 
     async def count(self, table: str) -> int:
         """Rows in one of the record's tables (for status and tests)."""
-        if table not in {"signals", "anomalies", "alerts"}:
+        if table not in {"signals", "anomalies", "alerts", "changes"}:
             raise ValueError(f"unknown table {table!r}")
         rows = await self._rows(f"SELECT count(*) FROM {table}", (), f"counting {table}")
         return int(next(iter(rows))[0])
