@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,21 @@ from storage.sqlite import SqliteRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REDIS_URL = os.environ.get("SIGOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+class ServerProcess:
+    """A real server a test starts as a subprocess (Redis, Prometheus) and kills when done."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
 
 
 def free_port() -> int:

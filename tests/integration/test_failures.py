@@ -24,7 +24,15 @@ from engine.signal import Signal, make_signal
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
-from tests.conftest import REDIS_URL, RecordingSink, drain, free_port, make_processor, make_worker
+from tests.conftest import (
+    REDIS_URL,
+    RecordingSink,
+    ServerProcess,
+    drain,
+    free_port,
+    make_processor,
+    make_worker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TS = 1_795_000_000
@@ -118,13 +126,12 @@ async def test_redelivered_entries_after_commit_are_not_recorded_twice(
 # -- Redis outage on a throwaway server (the shared one is never stopped) -----------------
 
 
-class ThrowawayRedis:
+class ThrowawayRedis(ServerProcess):
     def __init__(self, port: int) -> None:
         self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.spawn(
             [
                 "redis-server",
                 "--port",
@@ -135,8 +142,7 @@ class ThrowawayRedis:
                 "",
                 "--appendonly",
                 "no",
-            ],
-            stdout=subprocess.DEVNULL,
+            ]
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -145,12 +151,6 @@ class ThrowawayRedis:
                     return
             time.sleep(0.05)
         raise RuntimeError("throwaway redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture

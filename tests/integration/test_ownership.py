@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from engine.ownership import Ownership, shard_of
@@ -49,13 +50,23 @@ async def settle(*workers: Worker, rounds: int = 8) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_two_workers_share_the_shards_and_never_the_same_series(
+@pytest.fixture
+async def pair(
     redis: aioredis.Redis, keys: Keys, record: SqliteRecord
-) -> None:
+) -> tuple[RedisSignalQueue, Worker, Worker]:
+    """Two workers on one sharded queue, settled on their shares."""
     queue = RedisSignalQueue(redis, keys, maxlen=10_000, shards=SHARDS)
     a = owned_worker("a", queue, record, redis, keys)
     b = owned_worker("b", queue, record, redis, keys)
     await settle(a, b)
+    assert a.ownership and b.ownership
+    return queue, a, b
+
+
+async def test_two_workers_share_the_shards_and_never_the_same_series(
+    pair: tuple[RedisSignalQueue, Worker, Worker], record: SqliteRecord
+) -> None:
+    queue, a, b = pair
     assert a.ownership and b.ownership
     assert len(a.ownership.owned) == len(b.ownership.owned) == SHARDS // 2
     assert a.ownership.owned.isdisjoint(b.ownership.owned)
@@ -75,12 +86,9 @@ async def test_two_workers_share_the_shards_and_never_the_same_series(
 
 
 async def test_a_dead_workers_shards_and_pending_signals_move_to_the_live_one(
-    redis: aioredis.Redis, keys: Keys, record: SqliteRecord
+    pair: tuple[RedisSignalQueue, Worker, Worker], record: SqliteRecord
 ) -> None:
-    queue = RedisSignalQueue(redis, keys, maxlen=10_000, shards=SHARDS)
-    a = owned_worker("a", queue, record, redis, keys)
-    b = owned_worker("b", queue, record, redis, keys)
-    await settle(a, b)
+    queue, a, b = pair
     assert a.ownership and b.ownership
     a_shards = set(a.ownership.owned)
 
@@ -103,13 +111,8 @@ async def test_a_dead_workers_shards_and_pending_signals_move_to_the_live_one(
     assert a_series <= set(b.processor.detection.series_names())
 
 
-async def test_leaving_hands_shards_over_at_once(
-    redis: aioredis.Redis, keys: Keys, record: SqliteRecord
-) -> None:
-    queue = RedisSignalQueue(redis, keys, maxlen=10_000, shards=SHARDS)
-    a = owned_worker("a", queue, record, redis, keys)
-    b = owned_worker("b", queue, record, redis, keys)
-    await settle(a, b)
+async def test_leaving_hands_shards_over_at_once(pair: tuple[RedisSignalQueue, Worker, Worker]) -> None:
+    _, a, b = pair
     assert a.ownership and b.ownership
     await a.ownership.leave()
     await settle(b, rounds=2)

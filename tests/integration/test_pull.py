@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from storage.keys import Keys
 from storage.redis_state import RedisCursorStore
-from tests.conftest import free_port
+from tests.conftest import ServerProcess, free_port
 
 
 class Collected:
@@ -53,7 +52,7 @@ async def exporter() -> AsyncIterator[int]:
     await runner.cleanup()
 
 
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     def __init__(self, workdir: Path, target_port: int) -> None:
         self.port = free_port()
         self.workdir = workdir
@@ -62,29 +61,20 @@ class PrometheusServer:
             "scrape_configs:\n  - job_name: sigops-test\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{target_port}']\n"
         )
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.spawn(
             [
                 "prometheus",
                 f"--config.file={self.workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ]
         )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture
