@@ -194,23 +194,22 @@ class Detection:
             self._series.pop(name, None)
 
     def packed(self, names: list[str]) -> dict[str, bytes]:
-        """The persisted form of these series' states, dirty or not."""
-        for name in names:
-            if name in self._series:
-                self._series[name].dirty = True
-        return {k: v for k, v in self.dirty_states().items() if k in set(names)}
+        """The persisted form of these series' states, dirty or not (others are left as they are)."""
+        return {name: self._pack(self._series[name]) for name in names if name in self._series}
 
     def dirty_states(self) -> dict[str, bytes]:
         """Packed states changed since the last call (and mark them clean)."""
         out = {}
         for name, state in self._series.items():
             if state.dirty:
-                e = state.episode
-                out[name] = _EPISODE.pack(
-                    _FORMAT, e.open, min(e.quiet, 65535), e.opened_at, e.closed_at, e.flapping
-                ) + self.detector.pack(state.model)
+                out[name] = self._pack(state)
                 state.dirty = False
         return out
+
+    def _pack(self, state: SeriesState) -> bytes:
+        e = state.episode
+        episode = _EPISODE.pack(_FORMAT, e.open, min(e.quiet, 65535), e.opened_at, e.closed_at, e.flapping)
+        return episode + self.detector.pack(state.model)
 
     def _unpack(self, blob: bytes) -> SeriesState | None:
         try:

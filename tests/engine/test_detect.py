@@ -225,3 +225,13 @@ def test_the_explanation_says_for_how_long() -> None:
     found = [o.anomaly for o in map(detection.observe, points(values)) if o and o.anomaly]
     assert "for" not in found[0].explanation.rsplit(")", 1)[1]  # the first point: just started
     assert found[-1].explanation.endswith(", for 9 min")
+
+
+def test_packing_some_series_leaves_the_others_pending_save() -> None:
+    detection = Detection()
+    for name in ("kept.a", "given.b"):
+        for signal in points(noise(40), name=name):
+            assert signal is not None
+            detection.observe(signal)
+    assert set(detection.packed(["given.b"])) == {"given.b"}
+    assert set(detection.dirty_states()) == {"kept.a", "given.b"}  # nothing marked saved by packing
