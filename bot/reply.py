@@ -6,7 +6,7 @@ escape it for their platform, so the core never writes markup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -29,7 +29,6 @@ class Reply:
     image: Path | None = None
     error: bool = False
     footer: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def error_reply(message: str, usage: str = "") -> Reply:

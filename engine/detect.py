@@ -99,9 +99,6 @@ class Detection:
     def known(self, series: str) -> bool:
         return series in self._series
 
-    def __len__(self) -> int:
-        return len(self._series)
-
     def observe(self, signal: Signal) -> Observation:
         """Feed one metric point through the ensemble and the hysteresis."""
         value = signal.value

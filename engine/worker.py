@@ -137,7 +137,11 @@ class SignalProcessor:
 
 async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: float) -> list[AlertChange]:
     """Attach risk, related changes and related series to the alerts people will hear about."""
-    news = [c for c in changes if c.newsworthy and c.alert.status != "resolved"]
+
+    def worth_context(change: AlertChange) -> bool:
+        return change.newsworthy and change.alert.status != "resolved"
+
+    news = [c for c in changes if worth_context(c)]
     if not news:
         return changes
     services = sorted({c.alert.service for c in news})
@@ -148,7 +152,7 @@ async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: 
     out = []
     for change in changes:
         alert = change.alert
-        if change in news:
+        if worth_context(change):
             others = [a for a in current.values() if a.service == alert.service]
             context = assess(alert, now, [c for c in recent if c.service == alert.service], others)
             alert = replace(alert, risk=round(context.risk, 3), context=context.as_dict())

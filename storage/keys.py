@@ -53,12 +53,3 @@ class Keys:
     def pull_cursors(self) -> str:
         """Hash: pull source query name -> timestamp it has read up to."""
         return f"{self.prefix}:pull-cursors"
-
-    @property
-    def ready_probe(self) -> str:
-        """A key `/readyz` may read to prove Redis answers."""
-        return f"{self.prefix}:ready"
-
-    def all_patterns(self) -> list[str]:
-        """Glob patterns matching everything under this prefix (for clean-up)."""
-        return [f"{self.prefix}:*"]

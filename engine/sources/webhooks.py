@@ -100,9 +100,12 @@ def from_changes(records: list[Any]) -> list[Any]:
     """Change notifications (deploys, flag flips, config changes) as change signal records."""
     out: list[Any] = []
     for record in records:
-        problems = [] if isinstance(record, Unreadable) else _change_problems(record)
-        if isinstance(record, Unreadable) or problems:
-            out.append(record if isinstance(record, Unreadable) else Unreadable(problems))
+        if isinstance(record, Unreadable):  # a bad NDJSON line: already refused
+            out.append(record)
+            continue
+        problems = _change_problems(record)
+        if problems:
+            out.append(Unreadable(problems))
             continue
         change_type = str(record.get("type") or "deploy").lower()
         service = str(record["service"]).strip()
