@@ -212,12 +212,14 @@ class SqliteRecord:
         )
         return {a.group_key: a for a in map(_alert_from_row, rows)}
 
-    async def _select_in(self, sql: str, values: list[str], what: str) -> list[Any]:
-        """Run `sql` with `{marks}` bound to `values`, in chunks under SQLite's parameter limit."""
+    async def _select_in(
+        self, sql: str, values: list[str], what: str, after: Sequence[Any] = ()
+    ) -> list[Any]:
+        """Run `sql` with `{marks}` bound to `values` (then `after` to later `?`), in chunks."""
         rows: list[Any] = []
         for chunk in _chunks(values, 900):
             query = sql.format(marks=",".join("?" * len(chunk)))
-            rows += await self._rows(query, chunk, what)
+            rows += await self._rows(query, [*chunk, *after], what)
         return rows
 
     async def firing_alerts(self, limit: int = 50) -> list[Alert]:
@@ -351,9 +353,10 @@ class SqliteTransaction:
     async def recent_changes(self, services: Sequence[str], since: float) -> list[ChangeRef]:
         rows = await self.record._select_in(
             "SELECT id, ts, service, change_type, text FROM changes WHERE service IN ({marks}) "
-            f"AND ts >= {float(since)!r} ORDER BY ts",
+            "AND ts >= ? ORDER BY ts",
             list(services),
             "reading recent changes",
+            after=(since,),
         )
         return [ChangeRef(*row) for row in rows]
 
