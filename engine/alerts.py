@@ -46,6 +46,11 @@ class Alert:
     flapping: bool = False
     risk: float = 0.0
     context: Mapping[str, Any] = field(default_factory=dict)  # risk drivers, related changes and series
+    acked_by: str | None = None  # "platform:user name" of who acknowledged it
+    acked_at: float | None = None
+    snoozed_until: float | None = None  # no reminders before this
+    resolved_by: str | None = None  # set when a person resolved it, not the signals
+    note: str = ""  # resolution note
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@
     ├── PayloadError           a request body could not be read as what it claims to be
     ├── QueueUnavailable       the signal stream (Redis) cannot be reached
     ├── RecordUnavailable      the durable record (SQLite) cannot be written or read
-    └── ConfigError            a setting or config file is wrong (names the setting)
+    ├── ConfigError            a setting or config file is wrong (names the setting)
+    └── DeliveryFailed         a chat API refused or failed to take a message (retryable or not)
 
 Third-party errors (redis, sqlite3, pydantic) are mapped to these at the storage and
 HTTP boundaries, so the engine and the front ends handle one vocabulary.
@@ -57,3 +58,12 @@ class RecordUnavailable(SigOpsError):
 
 class ConfigError(SigOpsError):
     """A setting or config file is wrong; the message names it."""
+
+
+class DeliveryFailed(SigOpsError):
+    """A chat platform did not take a message; says whether trying again can help, and when."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)

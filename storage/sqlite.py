@@ -108,13 +108,82 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX changes_service_ts ON changes (service, ts);
     """,
+    # 4: what people did to alerts; silences; the notification pipeline's log and outbox
+    """
+    ALTER TABLE alerts ADD COLUMN acked_by TEXT;
+    ALTER TABLE alerts ADD COLUMN acked_at REAL;
+    ALTER TABLE alerts ADD COLUMN snoozed_until REAL;
+    ALTER TABLE alerts ADD COLUMN resolved_by TEXT;
+    ALTER TABLE alerts ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    CREATE INDEX alerts_status ON alerts (status, updated_at);
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        author TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expired_at REAL
+    );
+    CREATE INDEX silences_ends ON silences (ends_at);
+    -- One row per alert group instance: what was last told about it, and when.
+    CREATE TABLE notify_groups (
+        id TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        receiver TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_sent REAL,
+        members TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        closed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX notify_groups_open ON notify_groups (key) WHERE closed = 0;
+    CREATE TABLE notify_log (
+        ts REAL NOT NULL,
+        group_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        alerts TEXT NOT NULL
+    );
+    CREATE INDEX notify_log_ts ON notify_log (ts);
+    -- The outbox: written before a message is sent, marked with the chat's message id after.
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        group_id TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        message_id TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        UNIQUE (group_id, platform, chat, version)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_at);
+    -- The one chat message of a group in a chat, edited in place.
+    CREATE TABLE chat_messages (
+        group_id TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (group_id, platform, chat)
+    );
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
 _ALERT_COLUMNS = (
     "id, group_key, status, severity, title, series, service, source, started_at, updated_at, "
     "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping, "
-    "risk, context"
+    "risk, context, acked_by, acked_at, snoozed_until, resolved_by, note"
 )
 _ANOMALY_COLUMNS = (
     "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
@@ -476,6 +545,11 @@ def _alert_row(a: Alert) -> tuple[Any, ...]:
         int(a.flapping),
         a.risk,
         orjson.dumps(dict(a.context)).decode(),
+        a.acked_by,
+        a.acked_at,
+        a.snoozed_until,
+        a.resolved_by,
+        a.note,
     )
 
 

@@ -1,0 +1,307 @@
+"""The notification pipeline's durable state in the SQLite record: groups, log, outbox, silences.
+
+Shares the record's connection and write lock, so a dispatcher tick's group states,
+notification log and outbox rows commit together, and never inside a worker's batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from engine.alerts import Alert
+from engine.delivery import IN_DOUBT, Delivery, DeliveryProblem, SentMessage
+from engine.notify import GroupState, GroupUpdate, Member, Notification
+from engine.routing import parse_matcher
+from engine.silences import Silence
+from storage.sqlite import _ALERT_COLUMNS, SqliteRecord, _alert_from_row, guarded
+
+_DELIVERY_COLUMNS = "id, group_id, platform, chat, version, reason, payload, attempts, error, created_at"
+
+
+class SqliteNotifyStore:
+    """The `NotifyStore` and `OutboxStore` ports, and silences, on the SQLite record."""
+
+    def __init__(self, record: SqliteRecord) -> None:
+        self.record = record
+
+    # ---- the dispatcher's side ----
+
+    async def live_alerts(self, extra_ids: Sequence[str]) -> list[Alert]:
+        rows = await self.record._rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved'", (), "reading live alerts"
+        )
+        seen = {r[0] for r in rows}
+        wanted = sorted(set(extra_ids) - seen)
+        rows += await self.record._select_in(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN ({{marks}})", wanted, "reading told alerts"
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    async def open_groups(self) -> list[GroupState]:
+        rows = await self.record._rows(
+            "SELECT id, key, receiver, labels, first_seen, last_sent, members, version "
+            "FROM notify_groups WHERE closed = 0",
+            (),
+            "reading alert groups",
+        )
+        return [_group_from_row(r) for r in rows]
+
+    async def active_silences(self, now: float) -> list[Silence]:
+        rows = await self.record._rows(
+            "SELECT id, matchers, starts_at, ends_at, author, comment, created_at FROM silences "
+            "WHERE ends_at > ? AND expired_at IS NULL ORDER BY ends_at",
+            (now,),
+            "reading silences",
+        )
+        return [_silence_from_row(r) for r in rows]
+
+    async def write_groups(self, updates: Sequence[GroupUpdate], now: float) -> None:
+        async with self.record.transaction():
+            conn = self.record.conn
+            for u in updates:
+                s = u.state
+                members = {
+                    k: [m.alert_id, m.fingerprint, m.toggles, m.last_toggle] for k, m in s.members.items()
+                }
+                await guarded(
+                    lambda s=s, members=members, u=u: conn.execute(  # type: ignore[misc]
+                        "INSERT INTO notify_groups (id, key, receiver, labels, first_seen, last_sent, "
+                        "members, version, closed) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+                        "last_sent=excluded.last_sent, members=excluded.members, version=excluded.version, "
+                        "closed=excluded.closed",
+                        (
+                            s.id, s.key, s.receiver, orjson.dumps(dict(s.labels)).decode(), s.first_seen,
+                            s.last_sent, orjson.dumps(members).decode(), s.version, int(u.closed),
+                        ),
+                    ),
+                    "saving an alert group",
+                )  # fmt: skip
+                note = u.notification
+                if note is None:
+                    continue
+                payload = note.to_json().decode()
+                await guarded(
+                    lambda s=s, note=note: conn.execute(  # type: ignore[misc]
+                        "INSERT INTO notify_log (ts, group_id, version, reason, alerts) VALUES (?,?,?,?,?)",
+                        (
+                            now,
+                            s.id,
+                            note.version,
+                            note.reason,
+                            orjson.dumps([a.id for a in note.alerts]).decode(),
+                        ),
+                    ),
+                    "logging a notification",
+                )
+                rows = [
+                    (s.id, d.platform, d.chat, note.version, note.reason, payload, "pending", now, now)
+                    for d in u.destinations
+                ]
+                await guarded(
+                    lambda rows=rows: conn.executemany(  # type: ignore[misc]
+                        "INSERT OR IGNORE INTO deliveries (group_id, platform, chat, version, reason, "
+                        "payload, status, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        rows,
+                    ),
+                    "writing the outbox",
+                )
+
+    async def notification_log(self, since: float, limit: int = 200) -> list[tuple[float, str, int, str]]:
+        """(ts, group id, version, reason) of notifications since `since`, newest first."""
+        rows = await self.record._rows(
+            "SELECT ts, group_id, version, reason FROM notify_log WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+            (since, limit),
+            "reading the notification log",
+        )
+        return [(float(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    # ---- silences ----
+
+    async def add_silence(self, silence: Silence) -> None:
+        async with self.record.transaction():
+            await guarded(
+                lambda: self.record.conn.execute(
+                    "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (
+                        silence.id, orjson.dumps([str(m) for m in silence.matchers]).decode(),
+                        silence.starts_at, silence.ends_at, silence.author, silence.comment,
+                        silence.created_at,
+                    ),
+                ),
+                "saving a silence",
+            )  # fmt: skip
+
+    async def expire_silence(self, silence_id: str, now: float) -> Silence | None:
+        """End a silence now; None when there is no active silence with that id."""
+        active = {s.id: s for s in await self.active_silences(now)}
+        if silence_id not in active:
+            return None
+        async with self.record.transaction():
+            await guarded(
+                lambda: self.record.conn.execute(
+                    "UPDATE silences SET expired_at = ? WHERE id = ?", (now, silence_id)
+                ),
+                "ending a silence",
+            )
+        return active[silence_id]
+
+    # ---- the deliverer's side ----
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self.record._rows(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' AND next_at <= ? "
+            "ORDER BY id LIMIT ?",
+            (now, limit),
+            "reading the outbox",
+        )
+        return [_delivery_from_row(r) for r in rows]
+
+    async def recover(self) -> int:
+        async with self.record.transaction():
+            cursor = await guarded(
+                lambda: self.record.conn.execute(
+                    "UPDATE deliveries SET status = 'pending', error = ? WHERE status = 'sending'",
+                    (IN_DOUBT,),
+                ),
+                "recovering the outbox",
+            )
+        return int(cursor.rowcount)
+
+    async def chat_messages(
+        self, platform: str, chat: str, group_ids: Sequence[str]
+    ) -> dict[str, SentMessage]:
+        rows = await self.record._select_in(
+            "SELECT group_id, message_id, kind FROM chat_messages WHERE group_id IN ({marks}) "
+            "AND platform = ? AND chat = ?",
+            list(group_ids),
+            "reading chat messages",
+            after=(platform, chat),
+        )
+        return {r[0]: SentMessage(r[1], r[2]) for r in rows}
+
+    async def digest_groups(self, platform: str, chat: str, message_id: str) -> list[Notification]:
+        rows = await self.record._rows(
+            "SELECT d.payload FROM chat_messages m JOIN deliveries d ON d.group_id = m.group_id "
+            "AND d.platform = m.platform AND d.chat = m.chat "
+            "WHERE m.platform = ? AND m.chat = ? AND m.message_id = ? AND d.status = 'sent' "
+            "AND d.version = (SELECT max(version) FROM deliveries x WHERE x.group_id = d.group_id "
+            "AND x.platform = d.platform AND x.chat = d.chat AND x.status = 'sent')",
+            (platform, chat, message_id),
+            "reading a digest",
+        )
+        return [Notification.from_json(r[0]) for r in rows]
+
+    async def mark_sending(self, ids: Sequence[int], now: float) -> None:
+        await self._update_many(
+            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1 WHERE id = ?", ids
+        )
+
+    async def mark_sent(
+        self, deliveries: Sequence[Delivery], message: SentMessage, now: float, superseded: Sequence[int] = ()
+    ) -> None:
+        async with self.record.transaction():
+            conn = self.record.conn
+            for d in deliveries:
+                await guarded(
+                    lambda d=d: conn.execute(  # type: ignore[misc]
+                        "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = ?, error = NULL "
+                        "WHERE id = ?",
+                        (message.message_id, now, d.id),
+                    ),
+                    "marking a delivery sent",
+                )
+                await guarded(
+                    lambda d=d: conn.execute(  # type: ignore[misc]
+                        "INSERT INTO chat_messages (group_id, platform, chat, message_id, kind) "
+                        "VALUES (?,?,?,?,?) "
+                        "ON CONFLICT DO UPDATE SET message_id = excluded.message_id, kind = excluded.kind",
+                        (d.group_id, d.platform, d.chat, message.message_id, message.kind),
+                    ),
+                    "remembering a chat message",
+                )
+            for stale in superseded:
+                await guarded(
+                    lambda stale=stale: conn.execute(  # type: ignore[misc]
+                        "UPDATE deliveries SET status = 'superseded' WHERE id = ? AND status = 'pending'",
+                        (stale,),
+                    ),
+                    "superseding a delivery",
+                )
+
+    async def mark_retry(self, delivery_id: int, next_at: float, error: str) -> None:
+        await self._update("UPDATE deliveries SET status = 'pending', next_at = ?, error = ? WHERE id = ?",
+                           (next_at, error[:500], delivery_id))  # fmt: skip
+
+    async def mark_failed(self, delivery_id: int, error: str) -> None:
+        await self._update("UPDATE deliveries SET status = 'failed', error = ?, sent_at = NULL WHERE id = ?",
+                           (error[:500], delivery_id))  # fmt: skip
+
+    async def delivery_problems(self, since: float) -> list[DeliveryProblem]:
+        """Chats with deliveries that failed for good since `since`, worst first."""
+        rows = await self.record._rows(
+            "SELECT platform, chat, count(*), max(created_at), "
+            "(SELECT error FROM deliveries x WHERE x.platform = d.platform AND x.chat = d.chat "
+            "AND x.status = 'failed' ORDER BY id DESC LIMIT 1) "
+            "FROM deliveries d WHERE status = 'failed' AND created_at >= ? GROUP BY platform, chat "
+            "ORDER BY count(*) DESC",
+            (since,),
+            "reading delivery problems",
+        )
+        return [DeliveryProblem(r[0], r[1], int(r[2]), r[4] or "", float(r[3])) for r in rows]
+
+    async def outbox_backlog(self) -> int:
+        rows = await self.record._rows(
+            "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'sending')",
+            (),
+            "counting the outbox",
+        )
+        return int(rows[0][0])
+
+    async def deliveries_of(self, group_id: str) -> list[tuple[str, str, int, str, str | None]]:
+        """(platform, chat, version, status, message id) of one group's deliveries (tests, audit)."""
+        rows = await self.record._rows(
+            "SELECT platform, chat, version, status, message_id FROM deliveries "
+            "WHERE group_id = ? ORDER BY id",
+            (group_id,),
+            "reading deliveries",
+        )
+        return [tuple(r) for r in rows]
+
+    async def _update(self, sql: str, params: Sequence[Any]) -> None:
+        async with self.record.transaction():
+            await guarded(lambda: self.record.conn.execute(sql, params), "updating the outbox")
+
+    async def _update_many(self, sql: str, ids: Sequence[int]) -> None:
+        async with self.record.transaction():
+            await guarded(
+                lambda: self.record.conn.executemany(sql, [(i,) for i in ids]), "updating the outbox"
+            )
+
+
+def _group_from_row(row: Sequence[Any]) -> GroupState:
+    members = {k: Member(v[0], v[1], int(v[2]), float(v[3])) for k, v in orjson.loads(row[6]).items()}
+    return GroupState(row[0], row[1], row[2], orjson.loads(row[3]), row[4], row[5], members, int(row[7]))
+
+
+def _silence_from_row(row: Sequence[Any]) -> Silence:
+    matchers = tuple(parse_matcher(m) for m in orjson.loads(row[1]))
+    return Silence(row[0], matchers, row[2], row[3], row[4], row[5], row[6])
+
+
+def _delivery_from_row(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=int(row[0]),
+        group_id=row[1],
+        platform=row[2],
+        chat=row[3],
+        version=int(row[4]),
+        reason=row[5],
+        notification=Notification.from_json(row[6]),
+        attempts=int(row[7]),
+        error=row[8],
+        created_at=float(row[9]),
+    )
