@@ -82,6 +82,16 @@ class GroupBatch:
     toggles: dict[str, tuple[int, float]] = field(default_factory=dict)
     reason: str | None = None
     urgent: bool = False  # people acted, or a critical alert arrived: skip the wait
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def add(self, alert: Alert) -> None:
+        """Add an alert; of two for the same series (resolved, then back), the newer stands."""
+        at = self._index.get(alert.group_key)
+        if at is None:
+            self._index[alert.group_key] = len(self.alerts)
+            self.alerts.append(alert)
+        elif alert.started_at >= self.alerts[at].started_at:
+            self.alerts[at] = alert
 
     def muted(self, alert: Alert) -> bool:
         return alert.id in self.silenced_until or alert.id in self.inhibited
@@ -250,7 +260,7 @@ def wait(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     if batch.urgent or batch.reason == REPEAT:
         return batch
     if batch.state is None or batch.state.last_sent is None:
-        first_seen = batch.state.first_seen if batch.state else view.now
+        first_seen = batch.state.first_seen if batch.state else _new_state(batch, view.now).first_seen
         return batch if view.now >= first_seen + timing.group_wait else None
     return batch if view.now >= batch.state.last_sent + timing.group_interval else None
 
@@ -391,7 +401,7 @@ class Dispatcher:
                         key, route, self.routing.receivers[route.receiver], group_labels, groups.get(key), []
                     )
                     batches[key] = batch
-                batch.alerts.append(alert)
+                batch.add(alert)
         # Groups whose alerts are all gone from the live set still need closing.
         for key, state in groups.items():
             if key not in batches and (route := self._route_of(key)) is not None:
@@ -450,8 +460,10 @@ def group_key(route: Route, labels: Mapping[str, str]) -> str:
 
 
 def _new_state(batch: GroupBatch, now: float) -> GroupState:
+    # The group began when its first alert did (a dispatcher that was down does not wait again).
+    began = min([now, *(a.started_at for a in batch.alerts)])
     digest = hashlib.blake2b(f"{batch.key}@{now:.6f}".encode(), digest_size=5).hexdigest()
-    return GroupState(digest, batch.key, batch.receiver.name, batch.labels, now, None, {}, 0)
+    return GroupState(digest, batch.key, batch.receiver.name, batch.labels, began, None, {}, 0)
 
 
 def _find_route(route: Route, path: str) -> Route | None:

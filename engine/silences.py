@@ -39,6 +39,8 @@ def make_silence(
         raise ValueError('a silence needs at least one matcher, e.g. service="payments"')
     parsed = tuple(parse_matcher(m) for m in matchers)
     seconds = parse_duration(length) if isinstance(length, str) else float(length)
+    if seconds <= 0:
+        raise ValueError(f"{length!r}: a silence must last some time, e.g. 30m or 2h")
     if seconds > 90 * 86400:
         raise ValueError("a silence can last at most 90 days")
     digest = hashlib.blake2b(f"{parsed}{now}{author}".encode(), digest_size=3).hexdigest()

@@ -41,12 +41,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `30s`, `5m`, `2h`, `1d`, `1h30m`; ValueError naming what is wrong."""
+    """Seconds (0 or more) in `30s`, `5m`, `2h`, `1d`, `1h30m`; ValueError naming what is wrong."""
     cleaned = text.strip().lower()
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
         raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 2h, 1d, 1h30m)")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return seconds
+    return sum(float(n) * _UNITS[u] for n, u in parts)
