@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import aiohttp
@@ -15,22 +15,31 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.callbacks import CallbackSigner, load_or_create_secret
 from bot.commands import CommandCore
+from bot.console import ConsoleNotifier
 from bot.http import build_app
 from bot.settings import Settings
-from engine.alerts import AlertPolicy
+from bot.slack_notify import SlackNotifier, make_client
+from bot.telegram_notify import TelegramNotifier, make_bot
+from engine.alerts import Alert, AlertPolicy
 from engine.answer import RetrievalAnswerer
+from engine.chart import ChartMark, render_chart
+from engine.delivery import ChatNotifier, Deliverer, DeliveryConfig
 from engine.detect import Detection, Hysteresis
 from engine.ensemble import EnsembleDetector, LocalHours
-from engine.errors import QueueUnavailable
+from engine.errors import ConfigError, QueueUnavailable
 from engine.ingest import Ingest
+from engine.notify import Dispatcher, Leadership, Notification
 from engine.ownership import Ownership
-from engine.ports import AlertSink
+from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default_routing, load_routing
 from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
+from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
-from storage.redis_lease import RedisShardLeases
+from storage.notify_store import SqliteNotifyStore
+from storage.redis_lease import RedisLeader, RedisShardLeases
 from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
@@ -51,7 +60,10 @@ class Runtime:
     processor: SignalProcessor
     ingest: Ingest
     core: CommandCore
-    sink: AlertSink
+    sink: DispatchSink
+    notify_store: SqliteNotifyStore
+    dispatcher: Dispatcher
+    deliverer: Deliverer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -86,8 +98,71 @@ def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
     return fakeredis.FakeAsyncRedis(), True
 
 
-async def open_runtime(settings: Settings, sink: AlertSink, *, sqlite_path: Path | None = None) -> Runtime:
+class DispatchSink:
+    """The workers' `AlertSink`: committed alert changes wake the dispatcher at once."""
+
+    def __init__(self) -> None:
+        self.dispatcher: Dispatcher | None = None
+
+    async def notify(self, alert: Alert, change: str) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+
+def build_routing(settings: Settings, console: bool, timing: Timing = DEFAULT_TIMING) -> Routing:
+    """The routing file's routes, or everything to every configured chat (and the console)."""
+    if settings.routing_file is not None:
+        routing, _ = load_routing(settings.routing_file)
+        return routing
+    destinations = [Destination("telegram", str(c)) for c in settings.telegram_chat_ids]
+    destinations += [Destination("slack", c) for c in settings.slack_channels]
+    if console:
+        destinations.append(Destination("console", "console"))
+    return default_routing(destinations, timing)
+
+
+def build_notifiers(
+    settings: Settings, signer: CallbackSigner, console: ConsoleNotifier | None
+) -> tuple[dict[str, ChatNotifier], list[Callable[[], Awaitable[None]]]]:
+    """A notifier per configured platform, and what closes them."""
+    notifiers: dict[str, ChatNotifier] = {}
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if settings.telegram_token:
+        bot = make_bot(
+            settings.telegram_token.get_secret_value(), settings.telegram_api_url, settings.chat_timeout_s
+        )
+        notifiers["telegram"] = TelegramNotifier(bot, signer, settings.tz)
+        closers.append(bot.shutdown)
+    if settings.slack_bot_token:
+        client = make_client(
+            settings.slack_bot_token.get_secret_value(), settings.slack_api_url, settings.chat_timeout_s
+        )
+        notifiers["slack"] = SlackNotifier(client, signer, settings.tz)
+    if console is not None:
+        notifiers["console"] = console
+    return notifiers, closers
+
+
+def callback_signer(settings: Settings) -> CallbackSigner:
+    if settings.callback_secret is not None:
+        return CallbackSigner(settings.callback_secret.get_secret_value().encode())
+    return CallbackSigner(load_or_create_secret(settings.data_dir / "callback.key"))
+
+
+async def open_runtime(
+    settings: Settings,
+    *,
+    sqlite_path: Path | None = None,
+    console: ConsoleNotifier | None = None,
+    timing: Timing = DEFAULT_TIMING,
+) -> Runtime:
     """Connect the stores and wire the engine; Redis may still be down (workers wait)."""
+    signer = callback_signer(settings)
+    routing = build_routing(settings, console is not None, timing)
+    notifiers, closers = build_notifiers(settings, signer, console)
+    unserved = sorted({d.platform for d in routing.destinations} - set(notifiers))
+    if unserved:
+        raise ConfigError(f"the routing sends alerts to {', '.join(unserved)} but no token is set for it")
     redis, embedded = make_redis(settings)
     keys = Keys(settings.redis_prefix)
     queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen, shards=settings.shards)
@@ -100,11 +175,78 @@ async def open_runtime(settings: Settings, sink: AlertSink, *, sqlite_path: Path
     )
     ingest = Ingest(queue, max_records=settings.max_batch)
     core = CommandCore(record, RetrievalAnswerer(record))
+    notify_store = SqliteNotifyStore(record)
+    deliverer = Deliverer(
+        notify_store,
+        notifiers,
+        {
+            "telegram": ChatThrottle(TELEGRAM_LIMITS),
+            "slack": ChatThrottle(SLACK_LIMITS),
+            "console": ChatThrottle(Limits(0.0, 10_000, 10_000)),
+        },
+        time.time,
+        charts=ChartMaker(record, settings.tz),
+        config=DeliveryConfig(timeout_s=settings.chat_timeout_s * 3),
+    )
+    dispatcher = Dispatcher(notify_store, routing, time.time, on_outbox=deliverer.wake)
+    sink = DispatchSink()
+    sink.dispatcher = dispatcher
     try:
         await queue.ensure_group()
     except QueueUnavailable as exc:
         log.warning("Redis not reachable yet (%s); ingest answers 503 and workers wait until it is", exc)
-    return Runtime(settings, redis, embedded, keys, queue, record, processor, ingest, core, sink)
+    rt = Runtime(
+        settings,
+        redis,
+        embedded,
+        keys,
+        queue,
+        record,
+        processor,
+        ingest,
+        core,
+        sink,
+        notify_store,
+        dispatcher,
+        deliverer,
+    )
+    rt.closers.extend(closers)
+    return rt
+
+
+def start_notifications(rt: Runtime, stop: asyncio.Event) -> None:
+    """Run the alert pipeline and delivery (in one process of a deployment at a time)."""
+    lease = RedisLeader(rt.redis, rt.keys.dispatcher_lease, _host_tag(), rt.settings.lease_ms)
+    leader = Leadership(lease)
+    rt.tasks.append(
+        asyncio.create_task(
+            rt.dispatcher.run(stop, rt.settings.dispatch_interval_s, leader), name="dispatcher"
+        )
+    )
+    rt.tasks.append(asyncio.create_task(rt.deliverer.run(stop, leader), name="deliverer"))
+
+
+class ChartMaker:
+    """Charts for new alert groups: the lead alert's series over the two hours before it, and since."""
+
+    def __init__(self, record: SqliteRecord, tz: tzinfo) -> None:
+        self.record = record
+        self.tz = tz
+
+    async def __call__(self, note: Notification) -> bytes | None:
+        top = note.top
+        if top.value is None:
+            return None  # an alert from elsewhere, with no series of ours to draw
+        since = top.started_at - 2 * 3600
+        points = await self.record.series_points(top.series, since)
+        if len(points) < 5:
+            return None
+        anomalies = await self.record.series_anomalies(top.series, since)
+        marks = [
+            ChartMark(c.ts, f"{c.change_type}: {c.text}")
+            for c in await self.record.changes_since(top.service, since)
+        ]
+        return await asyncio.to_thread(render_chart, top.title, points, anomalies, marks, self.tz)
 
 
 def start_workers(rt: Runtime, stop: asyncio.Event, count: int, prefix: str = "worker") -> None:
@@ -151,9 +293,14 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=rt.settings.tz)
     for name, poll in pull_sources(rt).items():
         scheduler.add_job(
-            poll, "interval", seconds=rt.settings.pull_interval_s, id=name,
-            next_run_time=datetime.now(rt.settings.tz), max_instances=1, coalesce=True,
-        )  # fmt: skip
+            poll,
+            "interval",
+            seconds=rt.settings.pull_interval_s,
+            id=name,
+            next_run_time=datetime.now(rt.settings.tz),
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.add_job(
         prune_old_signals,
         "interval",

@@ -21,17 +21,19 @@ from bot.app import (
     make_redis,
     open_runtime,
     start_http,
+    start_notifications,
     start_scheduler,
     start_workers,
 )
 from bot.commands import CommandCore
-from bot.console import ConsoleSink, console_context, render_text, run_repl
+from bot.console import ConsoleNotifier, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
 from engine.answer import RetrievalAnswerer
 from engine.demo import DemoWorld
 from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
 from engine.forecast import forecast, limit_for
 from engine.replay import read_points, replay, write_csv
+from engine.routing import Timing
 from engine.signal import Signal
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue
@@ -124,12 +126,15 @@ def _say_missing(settings: Settings) -> None:
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    rt = await open_runtime(settings, ConsoleSink())
+    chats = settings.telegram_chat_ids or settings.slack_channels or settings.routing_file
+    console = None if chats else ConsoleNotifier(tz=settings.tz, chart_dir=settings.data_dir / "charts")
+    rt = await open_runtime(settings, console=console)
     _say_missing(settings)
     try:
         port = await start_http(rt)
         log.info("listening on http://%s:%d", settings.http_host, port)
         start_workers(rt, stop, settings.workers if args.workers is None else args.workers)
+        start_notifications(rt, stop)
         scheduler = start_scheduler(rt)
         await stop.wait()
         scheduler.shutdown(wait=False)
@@ -142,7 +147,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    rt = await open_runtime(settings, ConsoleSink())
+    rt = await open_runtime(settings)
     try:
         start_workers(rt, stop, args.workers)
         await stop.wait()
@@ -166,7 +171,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         stale.unlink(missing_ok=True)  # every demo starts from a clean slate
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    rt = await open_runtime(settings, ConsoleSink(), sqlite_path=path)
+    console = ConsoleNotifier(tz=settings.tz, chart_dir=settings.data_dir / "charts")
+    # The demo's incidents unfold in seconds, so its groups wait and repeat on that scale too.
+    timing = Timing(group_wait=2, group_interval=10, repeat_interval=3600, critical_skips_wait=True)
+    rt = await open_runtime(settings, sqlite_path=path, console=console, timing=timing)
     print("SigOps demo: generated signals from checkout, payments, auth and search.", file=sys.stderr)
     _say_missing(settings)
     print(f"sigops: record in {path}", file=sys.stderr)
@@ -180,6 +188,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"sigops: HTTP server not started ({exc}); the demo runs without it", file=sys.stderr)
         start_workers(rt, stop, max(1, settings.workers))
+        start_notifications(rt, stop)
         tasks = [asyncio.create_task(_generate(rt, stop, args.interval))]
         if args.duration:
             tasks.append(asyncio.create_task(_stop_after(stop, args.duration)))

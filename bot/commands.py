@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from bot.reply import Button, Reply, error_reply
+from bot.reply import Reply, error_reply
 from engine.alerts import Alert
 from engine.answer import RetrievalAnswerer
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
-from engine.text import duration, fmt
+from engine.text import duration
 
 log = logging.getLogger(__name__)
 
@@ -147,54 +147,6 @@ def alert_line(alert: Alert, now: float) -> str:
         f"{icon} [{alert.id}] {alert.severity.upper()} {alert.title} — score {alert.score:.2f}, "
         f"{alert.status} for {age}"
     )
-
-
-def alert_reply(alert: Alert, change: str, now: float | None = None) -> Reply:
-    """The notification people get when an alert opens, changes or resolves."""
-    now = time.time() if now is None else now
-    head = {"opened": "FIRING", "updated": "UPDATED", "escalated": "ESCALATED", "resolved": "RESOLVED"}.get(
-        change, change.upper()
-    )
-    fields: list[tuple[str, str]] = [("series", alert.series), ("severity", alert.severity)]
-    if alert.value is not None:
-        fields.append(("value", fmt(alert.value)))
-    if alert.expected is not None and alert.lower is not None and alert.upper is not None:
-        fields.append(("expected", f"{fmt(alert.expected)} (band {fmt(alert.lower)}–{fmt(alert.upper)})"))
-    fields.append(("score", f"{alert.score:.2f}"))
-    if alert.context.get("drivers"):
-        fields.append(("risk", f"{alert.risk:.2f} ({_top_drivers(alert)})"))
-    if alert.status == "resolved" and alert.resolved_at is not None:
-        fields.append(("lasted", duration(alert.resolved_at - alert.started_at)))
-    labels = ", ".join(
-        f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in ("status", "fingerprint")
-    )
-    related = [*alert.context.get("changes", ())]
-    others = alert.context.get("other_series", ())
-    if others:
-        related.append(f"also anomalous on {alert.service}: {', '.join(others)}")
-    blocks = tuple(b for b in (alert.explanation, "\n".join(related), labels) if b)
-    buttons = (
-        ()
-        if alert.status == "resolved"
-        else (
-            Button("Ack", f"ack {alert.id}"),
-            Button("Silence 1h", f"silence {alert.id} 1h"),
-            Button("Resolve", f"resolve {alert.id}"),
-        )
-    )
-    return Reply(
-        title=f"{head} [{alert.id}] {alert.title}",
-        blocks=blocks,
-        fields=tuple(fields),
-        buttons=buttons,
-        footer=f"{alert.source} · started {_when(alert.started_at)} UTC",
-    )
-
-
-def _top_drivers(alert: Alert) -> str:
-    """The drivers that weigh most in the risk, as readable text."""
-    drivers = sorted(alert.context.get("drivers", ()), key=lambda d: d[1], reverse=True)
-    return "; ".join(str(d[2]) for d in drivers if d[1] >= 0.5)[:200] or "low on every driver"
 
 
 def _when(ts: float) -> str:

@@ -6,13 +6,17 @@ import asyncio
 import getpass
 import os
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, tzinfo
+from pathlib import Path
 from typing import TextIO
 
-from bot.commands import CommandContext, CommandCore, alert_reply
+from bot.alert_message import digest_reply, group_reply
+from bot.commands import CommandContext, CommandCore
 from bot.reply import Reply
-from engine.alerts import Alert
+from engine.delivery import SentMessage
+from engine.notify import Notification
 
 _CONTROL = {c: " " for c in range(32) if c not in (10,)} | {127: " "}
 
@@ -41,17 +45,52 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-class ConsoleSink:
-    """Alert notifications written to a stream (stdout of `serve` and `demo`)."""
+class ConsoleNotifier:
+    """The `ChatNotifier` for a terminal: alert group messages printed (stdout of `serve` and `demo`)."""
 
-    def __init__(self, out: TextIO | None = None, clock: Callable[[], float] = time.time) -> None:
+    platform = "console"
+
+    def __init__(self, out: TextIO | None = None, tz: tzinfo = UTC, chart_dir: Path | None = None) -> None:
         self.out = out or sys.stdout
-        self.clock = clock
+        self.tz = tz
+        self.chart_dir = chart_dir
+        self._printed = 0
 
-    async def notify(self, alert: Alert, change: str) -> None:
-        text = render_text(alert_reply(alert, change, self.clock()))
-        self.out.write(f"\n{text}\n")
+    async def post(self, chat: str, note: Notification, chart: bytes | None) -> SentMessage:
+        reply = group_reply(note, self.tz)
+        if chart and self.chart_dir is not None:
+            path = self.chart_dir / f"alert-{note.group_id}.png"
+            await asyncio.to_thread(_write, path, chart)
+            reply = replace(reply, image=path)
+        self._print(reply)
+        return SentMessage(self._next_id(), "text")
+
+    async def update(self, chat: str, message: SentMessage, note: Notification) -> SentMessage:
+        reply = group_reply(note, self.tz)
+        self._print(replace(reply, title=f"(update: {note.reason}) {reply.title}"))
+        return message
+
+    async def find(self, chat: str, group_id: str) -> SentMessage | None:
+        return None
+
+    async def digest(
+        self, chat: str, notes: Sequence[Notification], message: SentMessage | None
+    ) -> SentMessage:
+        self._print(digest_reply(notes, self.tz))
+        return message or SentMessage(self._next_id(), "digest")
+
+    def _print(self, reply: Reply) -> None:
+        self.out.write(f"\n{render_text(reply)}\n")
         self.out.flush()
+
+    def _next_id(self) -> str:
+        self._printed += 1
+        return str(self._printed)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def console_context() -> CommandContext:

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     # Telegram
     telegram_token: SecretStr | None = None
-    telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_api_url: str = "https://api.telegram.org"  # or a self-hosted Bot API server
     telegram_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Slack
@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Alert pipeline
+    routing_file: Path | None = None  # YAML: receivers, routes, inhibit rules; unset = every chat gets all
+    callback_secret: SecretStr | None = None  # signs alert buttons; unset = made once in data_dir
+    dispatch_interval_s: float = Field(default=1.0, gt=0, le=60)  # alert pipeline tick
+    chat_timeout_s: float = Field(default=10.0, gt=0, le=120)  # each Telegram/Slack API call
 
     timezone: str = "UTC"
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error)$")

@@ -23,11 +23,11 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.errors import DeliveryFailed, RecordUnavailable
-from engine.notify import Notification
+from engine.notify import Leadership, Notification
 from engine.signal import SEVERITY_RANK
 from engine.throttle import ChatThrottle
 
@@ -60,8 +60,9 @@ class Delivery:
 class SentMessage:
     """A message in a chat that later versions edit: text, photo (caption) or digest."""
 
-    message_id: str
+    message_id: str  # the platform's id; parts of a long message are comma-separated
     kind: str
+    calls: int = field(default=1, compare=False)  # messages sent or edited to get here (for the throttle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +83,8 @@ class ChatNotifier(Protocol):
         """Post a new message for a group (with its chart, if any)."""
         ...
 
-    async def update(self, chat: str, message: SentMessage, note: Notification) -> None:
-        """Edit the group's message in place (and, where the platform threads, reply)."""
+    async def update(self, chat: str, message: SentMessage, note: Notification) -> SentMessage:
+        """Edit the group's message in place (and, where the platform threads, reply); return it."""
         ...
 
     async def find(self, chat: str, group_id: str) -> SentMessage | None:
@@ -157,15 +158,15 @@ class Deliverer:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        recovered = await self.store.recover()
-        if recovered:
-            log.warning(
-                "outbox: %d deliveries were in flight when the last process stopped; retrying", recovered
-            )
+    async def run(self, stop: asyncio.Event, leader: Leadership | None = None) -> None:
+        recovered = False
         while not stop.is_set():
             try:
-                await self.step()
+                if leader is None or await leader.check():
+                    if not recovered:
+                        await self._recover()
+                        recovered = True
+                    await self.step()
             except RecordUnavailable as exc:
                 log.warning("outbox: delivery paused: %s", exc)
             self._wake.clear()
@@ -173,6 +174,11 @@ class Deliverer:
             await asyncio.wait(waiters, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+
+    async def _recover(self) -> None:
+        count = await self.store.recover()
+        if count:
+            log.warning("outbox: %d deliveries were in flight when a process stopped; retrying them", count)
 
     async def step(self) -> int:
         """Send what is due and allowed now; return how many deliveries were settled."""
@@ -233,6 +239,8 @@ class Deliverer:
         except TimeoutError:
             failure = DeliveryFailed(f"no answer within {self.config.timeout_s:.0f}s", retryable=True)
             return await self._failed(notifier.platform, chat, batch, failure)
+        for _ in range(sent.calls - 1):
+            self.throttles[notifier.platform].take(chat, self.clock())
         await self.store.mark_sent(batch, sent, self.clock(), superseded)
         return len(batch)
 
@@ -254,8 +262,7 @@ class Deliverer:
             merged = {n.group_id: n for n in notes}
             merged[d.group_id] = d.notification
             return await notifier.digest(chat, list(merged.values()), message)
-        await notifier.update(chat, message, d.notification)
-        return message
+        return await notifier.update(chat, message, d.notification)
 
     async def _chart(self, note: Notification) -> bytes | None:
         if self.charts is None:

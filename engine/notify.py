@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import orjson
 
 from engine.alerts import Alert
-from engine.errors import RecordUnavailable
+from engine.errors import QueueUnavailable, RecordUnavailable
 from engine.routing import Destination, InhibitRule, Receiver, Route, Routing, alert_labels, matches_all
 from engine.signal import SEVERITY_RANK
 from engine.silences import Silence
@@ -330,6 +330,32 @@ class NotifyStore(Protocol):
         ...
 
 
+class Lease(Protocol):
+    async def lead(self) -> bool:
+        """True while this process holds the lease (taking or renewing it)."""
+        ...
+
+
+class Leadership:
+    """Whether this process runs the pipeline: one process at a time across a deployment."""
+
+    def __init__(self, lease: Lease | None) -> None:
+        self.lease = lease
+        self._leading = lease is None
+
+    async def check(self) -> bool:
+        if self.lease is None:
+            return True
+        try:
+            leading = await self.lease.lead()
+        except QueueUnavailable:
+            return self._leading  # a Redis blip: keep the last answer rather than stop delivering
+        if leading != self._leading:
+            log.info("alert dispatch: %s", "this process leads" if leading else "another process leads")
+        self._leading = leading
+        return leading
+
+
 class Dispatcher:
     """Runs the pipeline over all live alerts at each tick and fills the outbox."""
 
@@ -352,10 +378,13 @@ class Dispatcher:
         """Ask for a tick now (a worker committed alert changes)."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    async def run(
+        self, stop: asyncio.Event, interval_s: float = 1.0, leader: Leadership | None = None
+    ) -> None:
         while not stop.is_set():
             try:
-                await self.tick(self.clock())
+                if leader is None or await leader.check():
+                    await self.tick(self.clock())
             except RecordUnavailable as exc:
                 log.warning("alert dispatch skipped a tick: %s", exc)
             self._wake.clear()

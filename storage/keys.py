@@ -30,6 +30,11 @@ class Keys:
         return f"{self.prefix}:lease:{shard}"
 
     @property
+    def dispatcher_lease(self) -> str:
+        """Which process runs the alert pipeline and delivery now (one at a time)."""
+        return f"{self.prefix}:lease:dispatcher"
+
+    @property
     def workers(self) -> str:
         """Sorted set of live workers (score: last heartbeat), for sharing out shards."""
         return f"{self.prefix}:workers"

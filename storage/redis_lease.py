@@ -63,3 +63,39 @@ class RedisShardLeases:
                     return False  # it changed hands while we looked
 
         return await guarded(attempt, "checking a lease")
+
+
+class RedisLeader:
+    """One holder at a time of a named lease (the alert dispatcher): take it or keep it, each call."""
+
+    def __init__(self, redis: aioredis.Redis, key: str, holder: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.key = key
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+
+    async def lead(self) -> bool:
+        """True while this holder has the lease (renewed by this call)."""
+
+        async def attempt() -> bool | None:
+            if await self.redis.set(self.key, self.holder, nx=True, px=self.ttl_ms):
+                return True
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(self.key)
+                    current = await pipe.get(self.key)
+                    if (current.decode() if isinstance(current, bytes) else current) != self.holder:
+                        await pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.pexpire(self.key, self.ttl_ms)
+                    await pipe.execute()
+                    return True
+                except redis_errors.WatchError:
+                    return None  # it changed while we looked: look again
+
+        for _ in range(3):
+            result = await guarded(attempt, "taking the dispatcher lease")
+            if result is not None:
+                return result
+        return False

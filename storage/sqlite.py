@@ -333,6 +333,25 @@ class SqliteRecord:
         )
         return [(float(t), float(v)) for t, v in rows]
 
+    async def series_anomalies(self, series: str, since: float, limit: int = 2_000) -> list[Anomaly]:
+        """Anomalies of one series since `since`, oldest first."""
+        rows = await self._rows(
+            f"SELECT {_ANOMALY_COLUMNS} FROM anomalies WHERE series = ? AND ts >= ? ORDER BY ts LIMIT ?",
+            (series, since, limit),
+            "reading a series' anomalies",
+        )
+        return [_anomaly_from_row(r) for r in rows]
+
+    async def changes_since(self, service: str, since: float) -> list[ChangeRef]:
+        """Changes recorded for a service since `since`, oldest first."""
+        rows = await self._rows(
+            "SELECT id, ts, service, change_type, text FROM changes WHERE service = ? AND ts >= ? "
+            "ORDER BY ts",
+            (service, since),
+            "reading changes",
+        )
+        return [ChangeRef(*row) for row in rows]
+
     async def latest_labels(self, series: str) -> dict[str, str]:
         """The labels of the newest signal of a series ({} if none)."""
         rows = await self._rows(

@@ -54,11 +54,15 @@ def test_demo_runs_the_whole_loop_and_shows_alerts(tmp_path: Path) -> None:
     assert "SIGOPS_REDIS_URL" in result.stderr and "SIGOPS_OLLAMA_HOST" in result.stderr
     assert "SIGOPS_TELEGRAM_TOKEN" in result.stderr and "SIGOPS_SLACK_BOT_TOKEN" in result.stderr
     # The injected incidents reach the console as alerts, each announced once.
-    firing = [line for line in result.stdout.splitlines() if line.startswith("FIRING")]
+    firing = [line for line in result.stdout.splitlines() if line.startswith("🔥 FIRING")]
     assert any("checkout.errors" in line for line in firing), result.stdout[-2000:]
     assert any("payments.latency_p99" in line for line in firing)
     assert len(firing) == len(set(firing))
     assert "vs expected" in result.stdout
+    # Each new alert group comes with its chart, saved where the console can point to it.
+    charts = list((tmp_path / "data" / "charts").glob("alert-*.png"))
+    assert charts and all(c.read_bytes().startswith(b"\x89PNG") for c in charts)
+    assert "chart: data/charts/alert-" in result.stdout
     assert (tmp_path / "data" / "demo.db").exists()
     # Nothing was flagged during the quiet 3-hour backfill.
     assert not any("requests" in line for line in firing)

@@ -1,0 +1,113 @@
+"""Charts of a series around an anomaly: a PNG that reads on a phone.
+
+The line is the series; the shaded band is the usual range (the detector's expected
+band where it flagged a point, a trailing median ± 3 robust sigma elsewhere); red dots
+are the anomalous points; dashed lines are changes (deploys). Rendering uses
+matplotlib's object API (no pyplot global state), so it is safe off the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from engine.detect import Anomaly
+
+WINDOW = 30  # trailing points for the usual range where the detector said nothing
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True, slots=True)
+class ChartMark:
+    """A moment worth a line on the chart (a deploy, the alert's start)."""
+
+    ts: float
+    label: str
+
+
+def usual_band(
+    points: Sequence[tuple[float, float]], flagged: set[float]
+) -> list[tuple[float, float, float]]:
+    """(expected, lower, upper) per point from the trailing unflagged values."""
+    band: list[tuple[float, float, float]] = []
+    history: list[float] = []
+    for ts, value in points:
+        if len(history) >= 5:
+            median = statistics.median(history)
+            spread = (
+                MAD_TO_SIGMA * statistics.median(abs(v - median) for v in history)
+                or abs(median) * 0.05
+                or 1.0
+            )
+            band.append((median, median - 3 * spread, median + 3 * spread))
+        else:
+            band.append((value, value, value))
+        if ts not in flagged:
+            history.append(value)
+            if len(history) > WINDOW:
+                history.pop(0)
+    return band
+
+
+def render_chart(
+    title: str,
+    points: Sequence[tuple[float, float]],
+    anomalies: Sequence[Anomaly],
+    marks: Sequence[ChartMark] = (),
+    tz: tzinfo = UTC,
+) -> bytes:
+    """A PNG of the series with its usual range, anomalous points and marks; ValueError with no points."""
+    if len(points) < 2:
+        raise ValueError(f"not enough points to chart {title!r}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a chart is drawn
+    from matplotlib.dates import DateFormatter, date2num
+    from matplotlib.figure import Figure
+
+    by_ts = {a.ts: a for a in anomalies}
+    band = usual_band(points, set(by_ts))
+    for i, (ts, _) in enumerate(points):
+        if ts in by_ts:
+            a = by_ts[ts]
+            band[i] = (a.expected, a.lower, a.upper)
+
+    def x(ts: float) -> float:
+        return float(date2num(datetime.fromtimestamp(ts, tz)))
+
+    times = [x(ts) for ts, _ in points]
+    values = [v for _, v in points]
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.fill_between(
+        times, [b[1] for b in band], [b[2] for b in band], color="#9ecae1", alpha=0.45, label="usual range"
+    )
+    ax.plot(times, [b[0] for b in band], color="#3182bd", linewidth=1, linestyle=":", label="expected")
+    ax.plot(times, values, color="#222222", linewidth=2, label="value")
+    flagged = [(x(a.ts), a.value) for a in anomalies if points[0][0] <= a.ts <= points[-1][0]]
+    if flagged:
+        ax.scatter(
+            [t for t, _ in flagged],
+            [v for _, v in flagged],
+            color="#d62728",
+            s=40,
+            zorder=5,
+            label="anomalous",
+        )
+    for mark in marks:
+        if points[0][0] <= mark.ts <= points[-1][0]:
+            ax.axvline(x(mark.ts), color="#ff7f0e", linestyle="--", linewidth=1.5)
+            ax.annotate(mark.label[:30], (x(mark.ts), 1.0), xycoords=("data", "axes fraction"),
+                        fontsize=11, color="#ff7f0e", ha="left", va="top", rotation=0)  # fmt: skip
+    ax.set_title(title[:70], fontsize=16)
+    ax.tick_params(labelsize=12)
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=tz))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=11, loc="upper left", framealpha=0.8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
