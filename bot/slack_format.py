@@ -12,6 +12,7 @@ SECTION_LIMIT = 3000  # characters of text in one section block
 HEADER_LIMIT = 150
 MAX_BLOCKS = 50
 _MENTION = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
+_SPECIAL = re.compile(r"<(?=[!@#])")
 
 
 def escape(text: str) -> str:
@@ -59,8 +60,14 @@ def blocks(reply: Reply, signer: CallbackSigner | None = None) -> list[dict[str,
     return out
 
 
+def plain(text: str) -> str:
+    """Untrusted text for plain_text fields: no markup there, but break special sequences anyway."""
+    return _MENTION.sub("@\u2060", _SPECIAL.sub("<\u2060", text))
+
+
 def _header(text: str) -> dict[str, Any]:
-    # Header blocks are plain text: nothing to escape, but Slack caps them at 150 characters.
+    # Header blocks are plain text, capped at 150 characters.
+    text = plain(text)
     clipped = text if len(text) <= HEADER_LIMIT else text[: HEADER_LIMIT - 1] + "…"
     return {"type": "header", "text": {"type": "plain_text", "text": clipped, "emoji": True}}
 

@@ -192,7 +192,8 @@ async def _call(call: Awaitable[T]) -> T:
     try:
         return await call
     except RetryAfter as exc:
-        wait = exc.retry_after
+        # PTB 22 warns on `retry_after` while it moves from int to timedelta; read the stored value.
+        wait = getattr(exc, "_retry_after", None) or exc.retry_after
         seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
         raise DeliveryFailed(
             f"Telegram flood control: retry in {seconds:.0f}s", retryable=True, retry_after=seconds
