@@ -8,9 +8,13 @@ retryable or not, with Telegram's `retry_after`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, timedelta, tzinfo
+from functools import partial
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
@@ -37,6 +41,7 @@ from engine.notify import NEW_ALERTS, REPEAT, Notification
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_INLINE_WAIT_S = 10.0
 
 _PERMANENT_BAD_REQUEST = (
     "chat not found",
@@ -66,10 +71,13 @@ class TelegramNotifier:
 
     platform = "telegram"
 
-    def __init__(self, bot: Bot, signer: CallbackSigner, tz: tzinfo = UTC) -> None:
+    def __init__(self, bot: Bot, signer: CallbackSigner, tz: tzinfo = UTC, pace_s: float = 1.0) -> None:
         self.bot = bot
         self.signer = signer
         self.tz = tz
+        self.pace_s = pace_s  # between calls to one chat, even within one delivery (parts, nudges)
+        self._next_free: dict[int, float] = {}
+        self._shown: OrderedDict[tuple[int, int], str] = OrderedDict()  # skip edits that change nothing
 
     async def post(self, chat: str, note: Notification, chart: bytes | None) -> SentMessage:
         reply = group_reply(note, self.tz)
@@ -80,13 +88,13 @@ class TelegramNotifier:
         if note.reason in (NEW_ALERTS, REPEAT):  # an edit does not notify anyone: nudge with a reply
             first = int(message.message_id.split(",")[0])
             nudge = "⏰ Still firing" if note.reason == REPEAT else "➕ New alerts in this group"
-            await _call(
-                self.bot.send_message(
-                    int(chat),
-                    f"{nudge}: {escape(note.top.title)}",
-                    parse_mode=ParseMode.HTML,
-                    reply_to_message_id=first,
-                )
+            text = f"{nudge}: {escape(note.top.title)}"
+            await self._api(
+                int(chat),
+                lambda: self.bot.send_message(
+                    int(chat), text, parse_mode=ParseMode.HTML, reply_to_message_id=first
+                ),
+                first=False,
             )
             sent = SentMessage(sent.message_id, sent.kind, sent.calls + 1)
         return sent
@@ -108,27 +116,43 @@ class TelegramNotifier:
         chat_id = int(chat)
         if chart:
             photo = InputFile(chart, filename="chart.png")
-            first = await _call(
-                self.bot.send_photo(
+            first = await self._api(
+                chat_id,
+                lambda: self.bot.send_photo(
                     chat_id, photo, caption=parts[0], parse_mode=ParseMode.HTML, reply_markup=keyboard
-                )
+                ),
             )
         else:
-            first = await _call(
-                self.bot.send_message(
+            first = await self._api(
+                chat_id,
+                lambda: self.bot.send_message(
                     chat_id,
                     parts[0],
                     parse_mode=ParseMode.HTML,
                     reply_markup=keyboard,
                     disable_web_page_preview=True,
-                )
+                ),
             )
         ids = [first.message_id]
+        self._remember(chat_id, first.message_id, parts[0])
         for part in parts[1:]:
-            more = await _call(
-                self.bot.send_message(chat_id, part, parse_mode=ParseMode.HTML, disable_web_page_preview=True)
-            )
+            try:
+                more = await self._api(
+                    chat_id,
+                    partial(
+                        self.bot.send_message,
+                        chat_id,
+                        part,
+                        parse_mode=ParseMode.HTML,
+                        disable_web_page_preview=True,
+                    ),
+                    first=False,
+                )
+            except DeliveryFailed as exc:  # the head is out: keep it, the next edit adds what is missing
+                log.warning("Telegram: part %d of a message to %s not sent: %s", len(ids) + 1, chat, exc)
+                break
             ids.append(more.message_id)
+            self._remember(chat_id, more.message_id, part)
         return SentMessage(",".join(map(str, ids)), kind, len(ids))
 
     async def _edit_reply(self, chat: str, message: SentMessage, reply: Reply) -> SentMessage:
@@ -138,53 +162,103 @@ class TelegramNotifier:
         keyboard = self._keyboard(reply)
         calls = 0
         for index, part in enumerate(parts):
+            if index >= len(ids):
+                more = await self._api(
+                    chat_id,
+                    partial(self.bot.send_message, chat_id, part, parse_mode=ParseMode.HTML),
+                    first=calls == 0,
+                )
+                ids.append(more.message_id)
+                self._remember(chat_id, more.message_id, part)
+                calls += 1
+                continue
             markup = keyboard if index == 0 else None
-            if index < len(ids):
-                if index == 0 and message.kind == "photo":
-                    edit = self.bot.edit_message_caption(
-                        chat_id, ids[0], caption=part, parse_mode=ParseMode.HTML, reply_markup=markup
-                    )
-                else:
-                    edit = self.bot.edit_message_text(
+            key = (chat_id, ids[index])
+            if self._shown.get(key) == part + repr(markup):
+                continue  # this part says the same as before: no call, no rate spent
+            if index == 0 and message.kind == "photo":
+                edited = await self._edit(
+                    chat_id,
+                    partial(
+                        self.bot.edit_message_caption,
+                        chat_id,
+                        ids[0],
+                        caption=part,
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=markup,
+                    ),
+                    calls == 0,
+                )
+            else:
+                edited = await self._edit(
+                    chat_id,
+                    partial(
+                        self.bot.edit_message_text,
                         part,
                         chat_id,
                         ids[index],
                         parse_mode=ParseMode.HTML,
                         reply_markup=markup,
                         disable_web_page_preview=True,
-                    )
-                if not await _edit(edit):
-                    return await self._post_reply(
-                        chat, reply, None, "text" if message.kind == "photo" else message.kind
-                    )
-            else:
-                more = await _call(self.bot.send_message(chat_id, part, parse_mode=ParseMode.HTML))
-                ids.append(more.message_id)
+                    ),
+                    calls == 0,
+                )
+            if not edited:  # someone deleted the message: post it anew
+                return await self._post_reply(
+                    chat, reply, None, "text" if message.kind == "photo" else message.kind
+                )
+            self._shown[key] = part + repr(markup)
             calls += 1
         for stale in ids[len(parts) :]:  # the message got shorter: blank the parts it no longer needs
-            await _edit(self.bot.edit_message_text("…", chat_id, stale))
-            calls += 1
-        return SentMessage(",".join(map(str, ids[: max(len(parts), len(ids))])), message.kind, calls)
+            if self._shown.get((chat_id, stale)) != "…":
+                await self._edit(chat_id, partial(self.bot.edit_message_text, "…", chat_id, stale), False)
+                self._remember(chat_id, stale, "…")
+                calls += 1
+        return SentMessage(",".join(map(str, ids)), message.kind, max(calls, 1))
+
+    async def _edit(self, chat_id: int, make: Callable[[], Awaitable[Any]], first: bool) -> bool:
+        """Run an edit; False when the message is gone (deleted by someone) and must be posted anew."""
+        try:
+            await self._api(chat_id, make, first=first)
+        except DeliveryFailed as exc:
+            text = str(exc).lower()
+            if "message is not modified" in text:
+                return True  # the same edit again (a retry after a crash): already done
+            if "message to edit not found" in text or "message can't be edited" in text:
+                return False
+            raise
+        return True
+
+    async def _api(self, chat_id: int, make: Callable[[], Awaitable[T]], *, first: bool = True) -> T:
+        """One Bot API call, paced per chat. A flood wait on a later part of a delivery is waited out
+        once (retrying the whole delivery would repeat the parts already sent)."""
+        await self._pace(chat_id)
+        try:
+            return await _call(make())
+        except DeliveryFailed as exc:
+            if first or exc.retry_after is None or exc.retry_after > MAX_INLINE_WAIT_S:
+                raise
+            self._next_free[chat_id] = time.monotonic() + exc.retry_after
+            await self._pace(chat_id)
+            return await _call(make())
+
+    async def _pace(self, chat_id: int) -> None:
+        now = time.monotonic()
+        wait = self._next_free.get(chat_id, 0.0) - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._next_free[chat_id] = max(now, self._next_free.get(chat_id, 0.0)) + self.pace_s
+
+    def _remember(self, chat_id: int, message_id: int, text: str) -> None:
+        self._shown[(chat_id, message_id)] = text
+        while len(self._shown) > 5000:
+            self._shown.popitem(last=False)
 
     def _keyboard(self, reply: Reply) -> InlineKeyboardMarkup | None:
         if not reply.buttons:
             return None
         row = [InlineKeyboardButton(b.label, callback_data=self.signer.sign(b.action)) for b in reply.buttons]
         return InlineKeyboardMarkup([row])
-
-
-async def _edit(call: Awaitable[Any]) -> bool:
-    """Run an edit; False when the message is gone (deleted by someone) and must be posted anew."""
-    try:
-        await _call(call)
-    except DeliveryFailed as exc:
-        text = str(exc).lower()
-        if "message is not modified" in text:
-            return True  # the same edit again (a retry after a crash): already done
-        if "message to edit not found" in text or "message can't be edited" in text:
-            return False
-        raise
-    return True
 
 
 async def _call(call: Awaitable[T]) -> T:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.errors import DeliveryFailed, RecordUnavailable
+from engine.failpoints import crash_point
 from engine.notify import Leadership, Notification
 from engine.signal import SEVERITY_RANK
 from engine.throttle import ChatThrottle
@@ -116,8 +117,15 @@ class OutboxStore(Protocol):
     async def mark_sending(self, ids: Sequence[int], now: float) -> None: ...
 
     async def mark_sent(
-        self, deliveries: Sequence[Delivery], message: SentMessage, now: float, superseded: Sequence[int] = ()
-    ) -> None: ...
+        self,
+        deliveries: Sequence[Delivery],
+        message: SentMessage,
+        now: float,
+        superseded: Sequence[int] = (),
+        replaced: str | None = None,
+    ) -> None:
+        """Mark sent with the message's id; `replaced`: an id the message had before (it grew parts)."""
+        ...
 
     async def mark_retry(self, delivery_id: int, next_at: float, error: str) -> None: ...
 
@@ -215,11 +223,18 @@ class Deliverer:
             settled += await self._attempt(notifier, chat, posts, None, group_stale)
             posts = []
         posts.sort(key=lambda d: -SEVERITY_RANK[d.notification.top.severity])
-        for d in [*posts, *edits]:
+        # Groups that share a message (a digest) are brought up to date with one edit.
+        by_message: dict[str, list[Delivery]] = {}
+        for d in edits:
+            by_message.setdefault(messages[d.group_id].message_id, []).append(d)
+        batches = [[d] for d in posts] + list(by_message.values())
+        for batch in batches:
             if throttle.delay(chat, self.clock()) > 0:
                 break  # the next step sends it
             throttle.take(chat, self.clock())
-            settled += await self._attempt(notifier, chat, [d], messages.get(d.group_id), stale[d.group_id])
+            message = messages.get(batch[0].group_id)
+            group_stale = [i for d in batch for i in stale[d.group_id]]
+            settled += await self._attempt(notifier, chat, batch, message, group_stale)
         return settled
 
     async def _attempt(
@@ -234,6 +249,7 @@ class Deliverer:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 sent = await self._send(notifier, chat, batch, message)
+            crash_point("deliver:after-send")
         except DeliveryFailed as exc:
             return await self._failed(notifier.platform, chat, batch, exc)
         except TimeoutError:
@@ -241,12 +257,19 @@ class Deliverer:
             return await self._failed(notifier.platform, chat, batch, failure)
         for _ in range(sent.calls - 1):
             self.throttles[notifier.platform].take(chat, self.clock())
-        await self.store.mark_sent(batch, sent, self.clock(), superseded)
+        replaced = (
+            message.message_id if message is not None and message.message_id != sent.message_id else None
+        )
+        await self.store.mark_sent(batch, sent, self.clock(), superseded, replaced)
         return len(batch)
 
     async def _send(
         self, notifier: ChatNotifier, chat: str, batch: Sequence[Delivery], message: SentMessage | None
     ) -> SentMessage:
+        if message is not None and message.kind == "digest":
+            notes = await self.store.digest_groups(notifier.platform, chat, message.message_id)
+            merged = {n.group_id: n for n in notes} | {d.group_id: d.notification for d in batch}
+            return await notifier.digest(chat, list(merged.values()), message)
         if len(batch) > 1:
             return await notifier.digest(chat, [d.notification for d in batch], None)
         d = batch[0]
@@ -257,11 +280,6 @@ class Deliverer:
         if message is None:
             chart = await self._chart(d.notification)
             return await notifier.post(chat, d.notification, chart)
-        if message.kind == "digest":
-            notes = await self.store.digest_groups(notifier.platform, chat, message.message_id)
-            merged = {n.group_id: n for n in notes}
-            merged[d.group_id] = d.notification
-            return await notifier.digest(chat, list(merged.values()), message)
         return await notifier.update(chat, message, d.notification)
 
     async def _chart(self, note: Notification) -> bytes | None:

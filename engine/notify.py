@@ -25,6 +25,7 @@ import orjson
 
 from engine.alerts import Alert
 from engine.errors import QueueUnavailable, RecordUnavailable
+from engine.failpoints import crash_point
 from engine.routing import Destination, InhibitRule, Receiver, Route, Routing, alert_labels, matches_all
 from engine.signal import SEVERITY_RANK
 from engine.silences import Silence
@@ -405,6 +406,7 @@ class Dispatcher:
         updates = [u for b in batches.values() if (u := self._process(view, b)) is not None]
         if updates:
             await self.store.write_groups(updates, now)
+            crash_point("dispatch:after-outbox")
             if self.on_outbox and any(u.notification for u in updates):
                 self.on_outbox()
         return updates

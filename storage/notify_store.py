@@ -201,10 +201,25 @@ class SqliteNotifyStore:
         )
 
     async def mark_sent(
-        self, deliveries: Sequence[Delivery], message: SentMessage, now: float, superseded: Sequence[int] = ()
+        self,
+        deliveries: Sequence[Delivery],
+        message: SentMessage,
+        now: float,
+        superseded: Sequence[int] = (),
+        replaced: str | None = None,
     ) -> None:
         async with self.record.transaction():
             conn = self.record.conn
+            if replaced is not None and deliveries:
+                first = deliveries[0]
+                await guarded(
+                    lambda: conn.execute(
+                        "UPDATE chat_messages SET message_id = ? "
+                        "WHERE platform = ? AND chat = ? AND message_id = ?",
+                        (message.message_id, first.platform, first.chat, replaced),
+                    ),
+                    "renaming a chat message",
+                )
             for d in deliveries:
                 await guarded(
                     lambda d=d: conn.execute(  # type: ignore[misc]

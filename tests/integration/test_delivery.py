@@ -77,7 +77,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = Clock()
     bot = make_bot(telegram.token, telegram.url, timeout_s=1.0)
     notifiers = {
-        "telegram": TelegramNotifier(bot, SIGNER),
+        "telegram": TelegramNotifier(bot, SIGNER, pace_s=0.0),
         "slack": SlackNotifier(make_client(slack.token, slack.url, timeout_s=2.0), SIGNER),
     }
     throttles = {"telegram": ChatThrottle(TELEGRAM_LIMITS), "slack": ChatThrottle(SLACK_LIMITS)}
