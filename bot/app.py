@@ -174,8 +174,8 @@ async def open_runtime(
         AlertPolicy(),
     )
     ingest = Ingest(queue, max_records=settings.max_batch)
-    core = CommandCore(record, RetrievalAnswerer(record))
     notify_store = SqliteNotifyStore(record)
+    core = CommandCore(record, RetrievalAnswerer(record), delivery=notify_store)
     deliverer = Deliverer(
         notify_store,
         notifiers,

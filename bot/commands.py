@@ -17,6 +17,7 @@ from typing import Protocol
 from bot.reply import Reply, error_reply
 from engine.alerts import Alert
 from engine.answer import RetrievalAnswerer
+from engine.delivery import DeliveryProblem
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
 from engine.text import duration
@@ -45,6 +46,14 @@ class StatusSource(Protocol):
     async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]: ...
 
 
+class DeliverySource(Protocol):
+    """What `status` reads about delivery to the chats."""
+
+    async def delivery_problems(self, since: float) -> list[DeliveryProblem]: ...
+
+    async def outbox_backlog(self) -> int: ...
+
+
 Handler = Callable[["CommandCore", CommandContext, list[str]], Awaitable[Reply]]
 
 
@@ -64,10 +73,12 @@ class CommandCore:
         record: StatusSource,
         answerer: RetrievalAnswerer,
         clock: Callable[[], float] = time.time,
+        delivery: DeliverySource | None = None,
     ) -> None:
         self.record = record
         self.answerer = answerer
         self.clock = clock
+        self.delivery = delivery
 
     async def handle(self, ctx: CommandContext, text: str) -> Reply:
         """Run one line of input: `/status`, `status`, or a plain question."""
@@ -108,7 +119,21 @@ async def _status(core: CommandCore, ctx: CommandContext, args: list[str]) -> Re
             "Most anomalous in the last hour:\n"
             + "\n".join(f"• {a.series} score {a.score:.2f}: {a.explanation}" for a in ranked)
         )
+    if core.delivery is not None:
+        blocks += await _delivery_lines(core.delivery, now)
     return Reply(title=f"{len(alerts)} alert(s) firing", blocks=tuple(blocks))
+
+
+async def _delivery_lines(delivery: DeliverySource, now: float) -> list[str]:
+    """Chats that alerts could not reach in the last day, and a backlog worth mentioning."""
+    lines = [
+        f"⚠ {p.platform} {p.chat}: {p.failed} alert message(s) not delivered — {p.last_error}"
+        for p in await delivery.delivery_problems(now - 86400)
+    ]
+    backlog = await delivery.outbox_backlog()
+    if backlog > 20:
+        lines.append(f"⏳ {backlog} alert messages waiting to be sent (chat rate limits or an outage)")
+    return ["Delivery problems:\n" + "\n".join(lines)] if lines else []
 
 
 async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:

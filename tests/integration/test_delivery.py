@@ -203,6 +203,14 @@ async def test_permanent_errors_stop_retrying_and_show_as_problems(rig: Rig) -> 
     problems = {p.platform: p for p in await rig.store.delivery_problems(T0 - 1)}
     assert "bot was kicked" in problems["telegram"].last_error
     assert "channel_not_found" in problems["slack"].last_error
+    # …and on-call sees it in /status.
+    from bot.commands import CommandContext, CommandCore
+    from engine.answer import RetrievalAnswerer
+
+    core = CommandCore(rig.record, RetrievalAnswerer(rig.record), clock=rig.clock, delivery=rig.store)
+    status = await core.handle(CommandContext("console", "1", "ana", "console"), "/status")
+    shown = "\n".join(status.blocks)
+    assert f"telegram {CHAT}: 1 alert message(s) not delivered" in shown and "bot was kicked" in shown
 
 
 async def test_a_stalled_api_times_out_and_is_retried(rig: Rig) -> None:
