@@ -282,6 +282,7 @@ async def prune_old_signals(rt: Runtime) -> dict[str, int]:
     """Housekeeping job: drop signals, anomalies and changes older than the retention period."""
     cutoff = time.time() - rt.settings.retention_days * 86400
     removed = await rt.record.prune(cutoff)
+    removed["notification history"] = await rt.notify_store.prune(cutoff)
     if any(removed.values()):
         counts = ", ".join(f"{n} {table}" for table, n in removed.items() if n)
         log.info("retention: removed %s older than %d days", counts, rt.settings.retention_days)

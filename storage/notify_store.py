@@ -73,12 +73,19 @@ class SqliteNotifyStore:
                         "last_sent=excluded.last_sent, members=excluded.members, version=excluded.version, "
                         "closed=excluded.closed",
                         (
-                            s.id, s.key, s.receiver, orjson.dumps(dict(s.labels)).decode(), s.first_seen,
-                            s.last_sent, orjson.dumps(members).decode(), s.version, int(u.closed),
+                            s.id,
+                            s.key,
+                            s.receiver,
+                            orjson.dumps(dict(s.labels)).decode(),
+                            s.first_seen,
+                            s.last_sent,
+                            orjson.dumps(members).decode(),
+                            s.version,
+                            int(u.closed),
                         ),
                     ),
                     "saving an alert group",
-                )  # fmt: skip
+                )
                 note = u.notification
                 if note is None:
                     continue
@@ -118,6 +125,32 @@ class SqliteNotifyStore:
         )
         return [(float(r[0]), r[1], int(r[2]), r[3]) for r in rows]
 
+    async def prune(self, before: float) -> int:
+        """Forget closed groups, their messages and settled outbox rows older than `before`."""
+        statements = [
+            ("DELETE FROM notify_log WHERE ts < ?", (before,)),
+            (
+                "DELETE FROM deliveries WHERE created_at < ? AND status IN ('sent', 'superseded', 'failed')",
+                (before,),
+            ),
+            (
+                "DELETE FROM chat_messages WHERE group_id IN "
+                "(SELECT id FROM notify_groups WHERE closed = 1 AND coalesce(last_sent, first_seen) < ?)",
+                (before,),
+            ),
+            ("DELETE FROM notify_groups WHERE closed = 1 AND coalesce(last_sent, first_seen) < ?", (before,)),
+            ("DELETE FROM silences WHERE ends_at < ?", (before,)),
+        ]
+        removed = 0
+        async with self.record.transaction():
+            for sql, params in statements:
+                cursor = await guarded(
+                    lambda sql=sql, params=params: self.record.conn.execute(sql, params),  # type: ignore[misc]
+                    "pruning notification history",
+                )
+                removed += cursor.rowcount
+        return removed
+
     # ---- silences ----
 
     async def add_silence(self, silence: Silence) -> None:
@@ -127,13 +160,17 @@ class SqliteNotifyStore:
                     "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at) "
                     "VALUES (?,?,?,?,?,?,?)",
                     (
-                        silence.id, orjson.dumps([str(m) for m in silence.matchers]).decode(),
-                        silence.starts_at, silence.ends_at, silence.author, silence.comment,
+                        silence.id,
+                        orjson.dumps([str(m) for m in silence.matchers]).decode(),
+                        silence.starts_at,
+                        silence.ends_at,
+                        silence.author,
+                        silence.comment,
                         silence.created_at,
                     ),
                 ),
                 "saving a silence",
-            )  # fmt: skip
+            )
 
     async def expire_silence(self, silence_id: str, now: float) -> Silence | None:
         """End a silence now; None when there is no active silence with that id."""
@@ -248,12 +285,16 @@ class SqliteNotifyStore:
                 )
 
     async def mark_retry(self, delivery_id: int, next_at: float, error: str) -> None:
-        await self._update("UPDATE deliveries SET status = 'pending', next_at = ?, error = ? WHERE id = ?",
-                           (next_at, error[:500], delivery_id))  # fmt: skip
+        await self._update(
+            "UPDATE deliveries SET status = 'pending', next_at = ?, error = ? WHERE id = ?",
+            (next_at, error[:500], delivery_id),
+        )
 
     async def mark_failed(self, delivery_id: int, error: str) -> None:
-        await self._update("UPDATE deliveries SET status = 'failed', error = ?, sent_at = NULL WHERE id = ?",
-                           (error[:500], delivery_id))  # fmt: skip
+        await self._update(
+            "UPDATE deliveries SET status = 'failed', error = ?, sent_at = NULL WHERE id = ?",
+            (error[:500], delivery_id),
+        )
 
     async def delivery_problems(self, since: float) -> list[DeliveryProblem]:
         """Chats with deliveries that failed for good since `since`, worst first."""

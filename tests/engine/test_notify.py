@@ -196,3 +196,17 @@ async def test_routing_file_routes_by_matchers_with_default(tmp_path: Path) -> N
     assert [r.receiver for r in pay] == ["payments"] and pay[0].timing.group_wait == 0
     assert [r.receiver for r in other] == ["oncall"] and other[0].group_by == ("service", "severity")
     assert [str(d) for d in routing.receivers["oncall"].destinations] == ["telegram:100", "slack:#ops"]
+
+
+async def test_retention_forgets_closed_groups_and_their_history(world: World) -> None:
+    a = alert("checkout.latency")
+    await world.put(a)
+    await world.tick(T0 + 10)
+    await world.put(replace(a, status="resolved", resolved_at=T0 + 50, version=2), change="resolved")
+    await world.tick(T0 + 80)
+    await world.tick(T0 + 80 + 3700)  # quiet for the flap window: the group closes
+    assert await world.store.open_groups() == []
+    assert await world.store.prune(T0 + 86400) >= 3
+    assert await world.store.notification_log(0) == []
+    rows = await world.record._rows("SELECT count(*) FROM notify_groups", (), "test")
+    assert rows[0][0] == 0
