@@ -22,6 +22,7 @@ from bot.http import build_app
 from bot.settings import Settings
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_notify import TelegramNotifier, make_bot
+from engine.actions import AlertActions
 from engine.alerts import Alert, AlertPolicy
 from engine.answer import RetrievalAnswerer
 from engine.chart import ChartMark, render_chart
@@ -175,7 +176,6 @@ async def open_runtime(
     )
     ingest = Ingest(queue, max_records=settings.max_batch)
     notify_store = SqliteNotifyStore(record)
-    core = CommandCore(record, RetrievalAnswerer(record), delivery=notify_store)
     deliverer = Deliverer(
         notify_store,
         notifiers,
@@ -189,6 +189,14 @@ async def open_runtime(
         config=DeliveryConfig(timeout_s=settings.chat_timeout_s * 3),
     )
     dispatcher = Dispatcher(notify_store, routing, time.time, on_outbox=deliverer.wake)
+    core = CommandCore(
+        record,
+        RetrievalAnswerer(record),
+        delivery=notify_store,
+        actions=AlertActions(notify_store, time.time, wake=dispatcher.wake),
+        chart_dir=settings.data_dir / "charts",
+        tz=settings.tz,
+    )
     sink = DispatchSink()
     sink.dispatcher = dispatcher
     try:
@@ -212,6 +220,19 @@ async def open_runtime(
     )
     rt.closers.extend(closers)
     return rt
+
+
+def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
+    """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
+    store = SqliteNotifyStore(record)
+    return CommandCore(
+        record,
+        RetrievalAnswerer(record),
+        delivery=store,
+        actions=AlertActions(store, time.time),
+        chart_dir=settings.data_dir / "charts",
+        tz=settings.tz,
+    )
 
 
 def start_notifications(rt: Runtime, stop: asyncio.Event) -> None:

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +21,12 @@ from bot.app import (
     build_detection,
     make_redis,
     open_runtime,
+    standalone_core,
     start_http,
     start_notifications,
     start_scheduler,
     start_workers,
 )
-from bot.commands import CommandCore
 from bot.console import ConsoleNotifier, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
 from engine.answer import RetrievalAnswerer
@@ -36,6 +37,7 @@ from engine.replay import read_points, replay, write_csv
 from engine.routing import Timing
 from engine.signal import Signal
 from storage.keys import Keys
+from storage.notify_store import SqliteNotifyStore
 from storage.redis_stream import RedisSignalQueue
 from storage.sqlite import SqliteRecord
 
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--series", default="replay", help="series name used in explanations")
     dead = sub.add_parser("dead-letters", help="signals set aside because processing them failed, and why")
     dead.add_argument("--limit", type=int, default=50)
+    audit = sub.add_parser("audit", help="what people did to alerts from chat: who, where, when, what")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true")
     trend = sub.add_parser("forecast", help="when a series' steady trend reaches its limit")
     trend.add_argument("series")
     trend.add_argument("--limit", type=float, help="default: the series' `limit` label, or 100 for *_pct")
@@ -99,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ask": _ask,
         "forecast": _forecast,
         "dead-letters": _dead_letters,
+        "audit": _audit,
     }
     try:
         if args.command == "detect":
@@ -273,6 +279,26 @@ async def _forecast(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    record = await _open_record(settings)
+    try:
+        entries = await SqliteNotifyStore(record).audit_log(args.limit)
+    finally:
+        await record.close()
+    if args.json:
+        print(orjson.dumps([asdict(e) for e in entries], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not entries:
+        print("no actions recorded yet")
+    for e in entries:
+        when = datetime.fromtimestamp(e.ts, settings.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+        change = f"{e.before} -> {e.after}" if e.before else e.after
+        print(
+            f"{when}  {e.user_name} ({e.platform}:{e.user_id}, chat {e.chat_id})  {e.action} {e.target}: {change}"
+        )
+    return 0
+
+
 async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     redis, embedded = make_redis(settings)
     if embedded:
@@ -298,7 +324,7 @@ async def _open_record(settings: Settings) -> SqliteRecord:
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     record = await _open_record(settings)
     try:
-        await run_repl(CommandCore(record, RetrievalAnswerer(record)), asyncio.Event())
+        await run_repl(standalone_core(settings, record), asyncio.Event())
     finally:
         await record.close()
     return 0
@@ -312,9 +338,7 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             answer = await RetrievalAnswerer(record).answer(question)
             print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
         else:
-            reply = await CommandCore(record, RetrievalAnswerer(record)).handle(
-                console_context(), f"/ask {question}"
-            )
+            reply = await standalone_core(settings, record).handle(console_context(), f"/ask {question}")
             print(render_text(reply))
     finally:
         await record.close()

@@ -2,29 +2,39 @@
 
 A front end parses who is talking and what they typed, calls `CommandCore.handle`,
 and renders the `Reply` it gets back. Nothing here knows about any chat platform.
+Commands that change alerts need the `responder` role (or `admin`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Protocol
 
 from bot.reply import Reply, error_reply
+from engine.actions import ActionResult, Actor, AlertActions
 from engine.alerts import Alert
 from engine.answer import RetrievalAnswerer
+from engine.chart import render_chart
 from engine.delivery import DeliveryProblem
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
-from engine.text import duration
+from engine.routing import alert_labels
+from engine.silences import Silence
+from engine.text import duration, fmt, parse_duration
 
 log = logging.getLogger(__name__)
 
-_STATE_ICON = {"firing": "🔥", "resolved": "✅"}
+ROLES = ("viewer", "responder", "admin")
+_RANK = {name: rank for rank, name in enumerate(ROLES)}
+_STATE_ICON = {"firing": "🔥", "acknowledged": "👀", "silenced": "🔕", "resolved": "✅"}
+MAX_CHART_RANGE_S = 14 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +47,27 @@ class CommandContext:
     chat_id: str
     role: str = "viewer"
 
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.platform, self.user_id, self.user_name, self.chat_id)
 
-class StatusSource(Protocol):
-    """What `status` reads."""
+
+class RecordSource(Protocol):
+    """What the read-only commands read from the record."""
 
     async def firing_alerts(self, limit: int = 50) -> list[Alert]: ...
 
+    async def alerts_since(self, since: float, limit: int = 200) -> list[Alert]: ...
+
     async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]: ...
+
+    async def series_points(
+        self, series: str, since: float, limit: int = 20_000
+    ) -> list[tuple[float, float]]: ...
+
+    async def series_anomalies(self, series: str, since: float, limit: int = 2_000) -> list[Anomaly]: ...
+
+    async def series_named(self, text: str, limit: int = 10) -> list[str]: ...
 
 
 class DeliverySource(Protocol):
@@ -63,22 +87,42 @@ class Command:
     usage: str
     summary: str
     run: Handler
+    role: str = "viewer"
+
+    @property
+    def mutating(self) -> bool:
+        return self.role != "viewer"
+
+
+class UsageError(ValueError):
+    """Arguments that do not fit the command; the reply shows its usage."""
 
 
 class CommandCore:
-    """Parses a command line and runs it."""
+    """Parses a command line, checks the role, and runs it."""
 
     def __init__(
         self,
-        record: StatusSource,
+        record: RecordSource,
         answerer: RetrievalAnswerer,
         clock: Callable[[], float] = time.time,
         delivery: DeliverySource | None = None,
+        actions: AlertActions | None = None,
+        chart_dir: Path | None = None,
+        tz: tzinfo = UTC,
     ) -> None:
         self.record = record
         self.answerer = answerer
         self.clock = clock
         self.delivery = delivery
+        self.actions = actions
+        self.chart_dir = chart_dir
+        self.tz = tz
+
+    def command_of(self, text: str) -> Command | None:
+        """The command a line would run (None: a question)."""
+        words = text.strip().lstrip("/").split(maxsplit=1)
+        return COMMANDS.get(words[0].lower().split("@", 1)[0]) if words else None
 
     async def handle(self, ctx: CommandContext, text: str) -> Reply:
         """Run one line of input: `/status`, `status`, or a plain question."""
@@ -95,20 +139,41 @@ class CommandCore:
             if line.startswith("/"):
                 return error_reply(f"Unknown command /{name}.", "/help")
             return await _ask(self, ctx, [line])
+        if _RANK.get(ctx.role, 0) < _RANK[command.role]:
+            log.warning(
+                "%s (%s:%s) may not %s: role %s", ctx.user_name, ctx.platform, ctx.user_id, name, ctx.role
+            )
+            return error_reply(
+                f"{command.name} needs the {command.role} role; you are {ctx.role}. "
+                "An admin can grant it (`whoami` shows your id)."
+            )
         try:
             return await command.run(self, ctx, words[1:])
+        except UsageError as exc:
+            return error_reply(str(exc), command.usage)
         except RecordUnavailable as exc:
             log.warning("command %s failed: %s", name, exc)
             return error_reply("The record is unavailable right now; try again in a minute.")
 
+    def need_actions(self) -> AlertActions:
+        if self.actions is None:
+            raise UsageError("alert actions are not available in this mode (run `sigops serve`)")
+        return self.actions
+
+
+# ---- read-only commands ---------------------------------------------------------------------
+
 
 async def _status(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
-    if args:
-        return error_reply("status takes no arguments.", COMMANDS["status"].usage)
+    _no_args(args)
     now = core.clock()
-    alerts = await core.record.firing_alerts(limit=20)
+    alerts = await core.record.firing_alerts(limit=50)
+    silences = await core.actions.store.active_silences(now) if core.actions else []
+    lines = [alert_line(a, now, _silenced_until(a, silences, now)) for a in alerts[:20]]
+    if len(alerts) > 20:
+        lines.append(f"… and {len(alerts) - 20} more")
+    blocks = ["\n".join(lines) if lines else "No alerts firing. All quiet."]
     anomalies = await core.record.recent_anomalies(now - 3600, limit=200)
-    blocks = [alert_line(a, now) for a in alerts] or ["No alerts firing. All quiet."]
     top: dict[str, Anomaly] = {}
     for anomaly in anomalies:
         if anomaly.series not in top or anomaly.score > top[anomaly.series].score:
@@ -121,7 +186,15 @@ async def _status(core: CommandCore, ctx: CommandContext, args: list[str]) -> Re
         )
     if core.delivery is not None:
         blocks += await _delivery_lines(core.delivery, now)
-    return Reply(title=f"{len(alerts)} alert(s) firing", blocks=tuple(blocks))
+    acked = sum(1 for a in alerts if a.acked_by)
+    title = f"{len(alerts)} alert(s) open" + (f", {acked} acknowledged" if acked else "")
+    return Reply(title=title, blocks=tuple(blocks))
+
+
+def _silenced_until(alert: Alert, silences: list[Silence], now: float) -> float | None:
+    labels = alert_labels(alert)
+    ends = [s.ends_at for s in silences if s.mutes(labels, now)]
+    return max(ends) if ends else None
 
 
 async def _delivery_lines(delivery: DeliverySource, now: float) -> list[str]:
@@ -139,7 +212,7 @@ async def _delivery_lines(delivery: DeliverySource, now: float) -> list[str]:
 async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
     question = " ".join(args).strip()
     if not question:
-        return error_reply("What would you like to know?", COMMANDS["ask"].usage)
+        raise UsageError("What would you like to know?")
     answer = await core.answerer.answer(question)
     cites = tuple(f"[{e.id}] {_when(e.ts)} {e.kind}: {e.line}" for e in answer.evidence)
     return Reply(
@@ -149,30 +222,242 @@ async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply
     )
 
 
+async def _brief(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    _no_args(args)
+    now = core.clock()
+    alerts = await core.record.alerts_since(now - 86400, limit=500)
+    fired = [a for a in alerts if a.started_at >= now - 86400]
+    resolved = [a for a in alerts if a.status == "resolved" and (a.resolved_at or 0) >= now - 86400]
+    firing = [a for a in alerts if a.status != "resolved"]
+    headline = (
+        "Quiet day: no alerts in the last 24 h."
+        if not alerts
+        else f"Last 24 h: {len(fired)} alert(s) fired, {len(resolved)} resolved, {len(firing)} still open."
+    )
+    blocks = [headline]
+    if firing:
+        blocks.append("Still open:\n" + "\n".join(alert_line(a, now) for a in firing[:10]))
+    anomalies = await core.record.recent_anomalies(now - 86400, limit=500)
+    worst: dict[str, Anomaly] = {}
+    for anomaly in anomalies:
+        if anomaly.series not in worst or anomaly.score > worst[anomaly.series].score:
+            worst[anomaly.series] = anomaly
+    if worst:
+        ranked = sorted(worst.values(), key=lambda a: a.score, reverse=True)[:5]
+        blocks.append(
+            "Top anomalies:\n"
+            + "\n".join(
+                f"• {a.series}: {fmt(a.value)} vs expected {fmt(a.expected)} at {_clock(a.ts, core.tz)}"
+                for a in ranked
+            )
+        )
+    return Reply(title="Brief", blocks=tuple(blocks), footer="the last 24 h, from the record")
+
+
+async def _chart(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    if not 1 <= len(args) <= 2:
+        raise UsageError("chart takes a series and an optional range.")
+    span = _duration(args[1]) if len(args) == 2 else 6 * 3600
+    if span > MAX_CHART_RANGE_S:
+        raise UsageError("a chart covers at most 14d.")
+    series = await _series(core, args[0])
+    now = core.clock()
+    points = await core.record.series_points(series, now - span)
+    if len(points) < 2:
+        return error_reply(f"{series} has no points in the last {duration(span)}.")
+    anomalies = await core.record.series_anomalies(series, now - span)
+    png = await asyncio.to_thread(render_chart, series, points, anomalies, (), core.tz)
+    directory = core.chart_dir or Path("charts")
+    path = directory / f"{series.replace('/', '_')}-{int(now)}.png"
+    await asyncio.to_thread(_write, path, png)
+    low, high = min(v for _, v in points), max(v for _, v in points)
+    return Reply(
+        title=f"{series}, last {duration(span)}",
+        fields=(
+            ("points", str(len(points))),
+            ("range", f"{fmt(low)} – {fmt(high)}"),
+            ("anomalous points", str(len(anomalies))),
+        ),
+        image=path,
+    )
+
+
+async def _series(core: CommandCore, text: str) -> str:
+    names = await core.record.series_named(text)
+    exact = [n for n in names if n.lower() == text.lower()]
+    if exact:
+        return exact[0]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise UsageError(f"No series matches {text!r}.")
+    raise UsageError(f"{text!r} matches several series: {', '.join(names)}.")
+
+
+async def _silences(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    _no_args(args)
+    now = core.clock()
+    active = await core.need_actions().store.active_silences(now)
+    if not active:
+        return Reply(title="No active silences.")
+    lines = [
+        f"[{s.id}] {s.matcher_text} until {_clock(s.ends_at, core.tz)} ({duration(s.ends_at - now)} left), "
+        f"by {s.author}" + (f": {s.comment}" if s.comment else "")
+        for s in active
+    ]
+    return Reply(title=f"{len(active)} active silence(s)", blocks=("\n".join(lines),))
+
+
 async def _help(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
-    lines = [f"/{c.usage} — {c.summary}" for c in COMMANDS.values()]
-    return Reply(title="SigOps commands", blocks=("\n".join(lines), "Or just type a question."))
+    lines = [f"/{c.usage} — {c.summary}" + (" (responder)" if c.mutating else "") for c in COMMANDS.values()]
+    return Reply(
+        title="SigOps commands",
+        blocks=("\n".join(lines), "Or just type a question. Durations: 30m, 2h, 1d."),
+    )
+
+
+async def _whoami(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    _no_args(args)
+    key = f"{ctx.platform}:{ctx.user_id}"
+    return Reply(
+        title=f"You are {ctx.user_name}",
+        fields=(("id", key), ("chat", ctx.chat_id), ("role", ctx.role)),
+        blocks=(f'To grant a role, an admin adds "{key}": "responder" to SIGOPS_ROLES.',),
+    )
+
+
+# ---- commands that change alerts -------------------------------------------------------------
+
+
+async def _ack(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    ref = _one_ref(args)
+    return _result(await core.need_actions().ack(ctx.actor, ref))
+
+
+async def _unack(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    ref = _one_ref(args)
+    return _result(await core.need_actions().unack(ctx.actor, ref))
+
+
+async def _resolve(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    if not args:
+        raise UsageError("resolve needs an alert id.")
+    return _result(await core.need_actions().resolve(ctx.actor, args[0], " ".join(args[1:])))
+
+
+async def _snooze(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    if len(args) != 2:
+        raise UsageError("snooze needs an alert id and a duration.")
+    try:
+        return _result(await core.need_actions().snooze(ctx.actor, args[0], args[1]))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+async def _silence(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    at = next((i for i, word in enumerate(args) if i > 0 and _is_duration(word)), None)
+    if at is None:
+        raise UsageError("silence needs matchers (or an alert id) and then a duration.")
+    try:
+        result = await core.need_actions().silence(ctx.actor, args[:at], args[at], " ".join(args[at + 1 :]))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return _result(result)
+
+
+async def _unsilence(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
+    return _result(await core.need_actions().unsilence(ctx.actor, _one_ref(args)))
 
 
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("status", "status", "firing alerts and the most anomalous series", _status),
+        Command("status", "status", "open alerts, the most anomalous series, delivery problems", _status),
+        Command(
+            "ack", "ack <alert>", "acknowledge an alert (or a group): no more reminders", _ack, "responder"
+        ),
+        Command("unack", "unack <alert>", "take an acknowledgement back", _unack, "responder"),
+        Command(
+            "resolve", "resolve <alert> [note]", "mark an alert resolved, with a note", _resolve, "responder"
+        ),
+        Command(
+            "silence",
+            "silence <matchers|alert> <duration> [comment]",
+            'mute alerts, e.g. silence service="payments" 2h deploy',
+            _silence,
+            "responder",
+        ),
+        Command("silences", "silences", "active silences", _silences),
+        Command("unsilence", "unsilence <id>", "end a silence now", _unsilence, "responder"),
+        Command("snooze", "snooze <alert> <duration>", "no reminders for a while", _snooze, "responder"),
         Command("ask", "ask <question>", "answer from the stored signals, with evidence ids", _ask),
+        Command("brief", "brief", "what happened in the last 24 h", _brief),
+        Command("chart", "chart <series> [range]", "a chart of a series (range e.g. 6h, 2d)", _chart),
         Command("help", "help", "this list", _help),
+        Command("whoami", "whoami", "your id and role", _whoami),
     )
 }
 
 
-def alert_line(alert: Alert, now: float) -> str:
-    """One alert as a compact line: state, id, severity, title, score, age."""
-    icon = _STATE_ICON.get(alert.status, "•")
-    age = duration(now - alert.started_at)
+def alert_line(alert: Alert, now: float, silenced_until: float | None = None) -> str:
+    """One alert as a compact line: state, id, severity, title, score, age, owner."""
+    state = "firing"
+    if alert.status == "resolved":
+        state = "resolved"
+    elif silenced_until:
+        state = "silenced"
+    elif alert.acked_by:
+        state = "acknowledged"
+    owner = f", acked by {alert.acked_by}" if alert.acked_by else ""
+    muted = f", silenced for {duration(silenced_until - now)}" if silenced_until else ""
     return (
-        f"{icon} [{alert.id}] {alert.severity.upper()} {alert.title} — score {alert.score:.2f}, "
-        f"{alert.status} for {age}"
+        f"{_STATE_ICON[state]} [{alert.id}] {alert.severity.upper()} {alert.title} — "
+        f"score {alert.score:.2f}, open {duration(now - alert.started_at)}{owner}{muted}"
     )
+
+
+def _result(result: ActionResult) -> Reply:
+    if not result.ok:
+        return error_reply(result.message)
+    return Reply(title=result.message)
+
+
+def _no_args(args: list[str]) -> None:
+    if args:
+        raise UsageError("this command takes no arguments.")
+
+
+def _one_ref(args: list[str]) -> str:
+    if len(args) != 1:
+        raise UsageError("give one alert id (from the alert message or `status`).")
+    return args[0]
+
+
+def _is_duration(word: str) -> bool:
+    try:
+        return parse_duration(word) > 0
+    except ValueError:
+        return False
+
+
+def _duration(word: str) -> float:
+    try:
+        seconds = parse_duration(word)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if seconds <= 0:
+        raise UsageError(f"{word!r} is not a positive duration.")
+    return seconds
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _clock(ts: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%H:%M %Z").strip()

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from engine.alerts import Alert
+from engine.actions import Actor, AuditEntry, Mutation
+from engine.alerts import Alert, AlertChange
 from engine.delivery import IN_DOUBT, Delivery, DeliveryProblem, SentMessage
 from engine.notify import GroupState, GroupUpdate, Member, Notification
 from engine.routing import parse_matcher
@@ -150,6 +151,77 @@ class SqliteNotifyStore:
                 )
                 removed += cursor.rowcount
         return removed
+
+    # ---- what people do ----
+
+    async def find_alerts(self, ref: str) -> list[Alert]:
+        """The alert with this short id, or the alerts of the group with this id."""
+        rows = await self.record._rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (ref,), "finding an alert"
+        )
+        if rows:
+            return [_alert_from_row(r) for r in rows]
+        groups = await self.record._rows(
+            "SELECT members FROM notify_groups WHERE id = ?", (ref,), "finding a group"
+        )
+        if not groups:
+            return []
+        ids = [m[0] for m in orjson.loads(groups[0][0]).values()]
+        rows = await self.record._select_in(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN ({{marks}})", ids, "reading a group's alerts"
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    async def change_alerts(
+        self, ref: str, mutate: Mutation, actor: Actor, action: str, now: float
+    ) -> list[tuple[Alert, Alert]] | None:
+        async with self.record.transaction() as tx:
+            alerts = await self.find_alerts(ref)  # read inside the write transaction: no lost update
+            if not alerts:
+                return None
+            changed = [(a, after) for a in alerts if (after := mutate(a)) is not None]
+            await tx.write_alerts([AlertChange(after, "updated") for _, after in changed])
+            for before, after in changed:
+                await self._audit(actor, action, after.id, _state(before), _state(after), now)
+        return changed
+
+    async def audit(
+        self, actor: Actor, action: str, target: str, before: str, after: str, now: float
+    ) -> None:
+        async with self.record.transaction():
+            await self._audit(actor, action, target, before, after, now)
+
+    async def _audit(
+        self, actor: Actor, action: str, target: str, before: str, after: str, now: float
+    ) -> None:
+        await guarded(
+            lambda: self.record.conn.execute(
+                "INSERT INTO audit (ts, platform, user_id, user_name, chat_id, action, target, before, "
+                "after) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    now,
+                    actor.platform,
+                    actor.user_id,
+                    actor.user_name,
+                    actor.chat_id,
+                    action,
+                    target,
+                    before,
+                    after,
+                ),
+            ),
+            "writing the audit log",
+        )
+
+    async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The latest audit entries, newest first."""
+        rows = await self.record._rows(
+            "SELECT ts, platform, user_id, user_name, chat_id, action, target, before, after FROM audit "
+            "ORDER BY ts DESC, rowid DESC LIMIT ?",
+            (limit,),
+            "reading the audit log",
+        )
+        return [AuditEntry(*r) for r in rows]
 
     # ---- silences ----
 
@@ -336,6 +408,18 @@ class SqliteNotifyStore:
             await guarded(
                 lambda: self.record.conn.executemany(sql, [(i,) for i in ids]), "updating the outbox"
             )
+
+
+def _state(alert: Alert) -> str:
+    """An alert's state as the audit log shows it."""
+    parts: list[str] = [alert.status]
+    if alert.acked_by:
+        parts.append(f"acked by {alert.acked_by}")
+    if alert.snoozed_until:
+        parts.append(f"snoozed until {alert.snoozed_until:.0f}")
+    if alert.resolved_by:
+        parts.append(f"resolved by {alert.resolved_by}" + (f": {alert.note}" if alert.note else ""))
+    return ", ".join(parts)
 
 
 def _group_from_row(row: Sequence[Any]) -> GroupState:

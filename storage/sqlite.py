@@ -177,6 +177,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (group_id, platform, chat)
     );
     """,
+    # 5: the audit log of what people did from chat
+    """
+    CREATE TABLE audit (
+        ts REAL NOT NULL,
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL
+    );
+    CREATE INDEX audit_ts ON audit (ts);
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
@@ -351,6 +366,17 @@ class SqliteRecord:
             "reading changes",
         )
         return [ChangeRef(*row) for row in rows]
+
+    async def series_named(self, text: str, limit: int = 10) -> list[str]:
+        """Recorded series whose name contains `text` (case-insensitive), exact match first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self._rows(
+            "SELECT DISTINCT series FROM signals WHERE series LIKE ? ESCAPE '\\' "
+            "ORDER BY lower(series) = lower(?) DESC, length(series) LIMIT ?",
+            (pattern, text, limit),
+            "finding series",
+        )
+        return [r[0] for r in rows]
 
     async def latest_labels(self, series: str) -> dict[str, str]:
         """The labels of the newest signal of a series ({} if none)."""
