@@ -294,7 +294,8 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
         when = datetime.fromtimestamp(e.ts, settings.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
         change = f"{e.before} -> {e.after}" if e.before else e.after
         print(
-            f"{when}  {e.user_name} ({e.platform}:{e.user_id}, chat {e.chat_id})  {e.action} {e.target}: {change}"
+            f"{when}  {e.user_name} ({e.platform}:{e.user_id}, chat {e.chat_id})  "
+            f"{e.action} {e.target}: {change}"
         )
     return 0
 
