@@ -15,12 +15,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.access import Access
 from bot.callbacks import CallbackSigner, load_or_create_secret
 from bot.commands import CommandCore
 from bot.console import ConsoleNotifier
 from bot.http import build_app
 from bot.settings import Settings
 from bot.slack_notify import SlackNotifier, make_client
+from bot.telegram_bot import TelegramFrontEnd
 from bot.telegram_notify import TelegramNotifier, make_bot
 from engine.actions import AlertActions
 from engine.alerts import Alert, AlertPolicy
@@ -65,6 +67,12 @@ class Runtime:
     notify_store: SqliteNotifyStore
     dispatcher: Dispatcher
     deliverer: Deliverer
+    access: Access = field(default_factory=lambda: Access({}))
+    signer: CallbackSigner | None = None
+    telegram: TelegramFrontEnd | None = None
+    routes: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = field(
+        default_factory=list
+    )
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -219,7 +227,36 @@ async def open_runtime(
         deliverer,
     )
     rt.closers.extend(closers)
+    rt.signer = signer
+    rt.access = Access(
+        {"telegram": {str(c) for c in settings.telegram_chat_ids}, "slack": set(settings.slack_channels)},
+        settings.roles,
+        settings.default_role,
+    )
+    telegram = notifiers.get("telegram")
+    if isinstance(telegram, TelegramNotifier):
+        rt.telegram = TelegramFrontEnd(
+            telegram.bot,
+            core,
+            rt.access,
+            signer,
+            webhook_url=settings.telegram_webhook_url,
+            webhook_secret=settings.telegram_webhook_secret.get_secret_value()
+            if settings.telegram_webhook_secret
+            else None,
+            poll_interval_s=settings.telegram_poll_interval_s,
+        )
+        if settings.telegram_webhook_url:
+            rt.routes.append(rt.telegram.webhook_route())
     return rt
+
+
+def start_chat_front_ends(rt: Runtime, stop: asyncio.Event) -> None:
+    """Receive commands, questions and button presses from Telegram (and Slack)."""
+    if rt.telegram is not None:
+        telegram = rt.telegram
+        rt.tasks.append(asyncio.create_task(telegram.start(stop), name="telegram"))
+        rt.closers.insert(0, telegram.stop)
 
 
 def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
@@ -291,6 +328,8 @@ async def start_http(rt: Runtime, host: str | None = None, port: int | None = No
         token=rt.settings.ingest_token.get_secret_value() if rt.settings.ingest_token else None,
         max_body_bytes=rt.settings.max_body_bytes,
     )
+    for path, handler in rt.routes:
+        app.router.add_post(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or rt.settings.http_host, rt.settings.http_port if port is None else port)

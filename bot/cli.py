@@ -22,6 +22,7 @@ from bot.app import (
     make_redis,
     open_runtime,
     standalone_core,
+    start_chat_front_ends,
     start_http,
     start_notifications,
     start_scheduler,
@@ -141,6 +142,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log.info("listening on http://%s:%d", settings.http_host, port)
         start_workers(rt, stop, settings.workers if args.workers is None else args.workers)
         start_notifications(rt, stop)
+        start_chat_front_ends(rt, stop)
         scheduler = start_scheduler(rt)
         await stop.wait()
         scheduler.shutdown(wait=False)

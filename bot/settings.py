@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     slack_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Who may do what from chat: {"telegram:123456": "admin", "slack:U0123": "responder", "slack:*": "viewer"}
+    roles: dict[str, str] = Field(default_factory=dict)
+    default_role: str = Field(default="viewer", pattern=r"^(viewer|responder|admin)$")
+    telegram_webhook_url: str | None = None  # set: webhook mode at this public URL; unset: long polling
+    telegram_webhook_secret: SecretStr | None = None  # checked on every webhook call (Telegram's header)
+    telegram_poll_interval_s: float = Field(default=0.0, ge=0, le=60)
+
     # Alert pipeline
     routing_file: Path | None = None  # YAML: receivers, routes, inhibit rules; unset = every chat gets all
     callback_secret: SecretStr | None = None  # signs alert buttons; unset = made once in data_dir
@@ -110,6 +117,16 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, raw: Any) -> Any:
         return _split_csv(raw)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: dict[str, str]) -> dict[str, str]:
+        for who, role in roles.items():
+            if role not in ("viewer", "responder", "admin"):
+                raise ValueError(f"{who}: unknown role {role!r} (viewer, responder or admin)")
+            if ":" not in who:
+                raise ValueError(f"{who!r}: write platform:user_id, e.g. telegram:123456 or slack:U0123")
+        return roles
 
     @field_validator("timezone")
     @classmethod

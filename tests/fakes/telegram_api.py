@@ -99,6 +99,12 @@ class FakeTelegram:
         self.received.set()
         if self.stall_s:
             await asyncio.sleep(self.stall_s)
+        if method == "getUpdates":  # long polling: hold the request a moment while there is nothing new
+            offset = int(params.get("offset") or 0)
+            for _ in range(10):
+                if any(u["update_id"] >= offset for u in self.updates):
+                    break
+                await asyncio.sleep(0.05)
         if self.failures[method]:
             failure = self.failures[method].popleft()
             return _error(failure.status, failure.description, failure.retry_after)
