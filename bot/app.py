@@ -14,6 +14,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.access import Access
 from bot.callbacks import CallbackSigner, load_or_create_secret
@@ -21,6 +23,7 @@ from bot.commands import CommandCore
 from bot.console import ConsoleNotifier
 from bot.http import build_app
 from bot.settings import Settings
+from bot.slack_app import SlackFrontEnd
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_bot import TelegramFrontEnd
 from bot.telegram_notify import TelegramNotifier, make_bot
@@ -70,6 +73,7 @@ class Runtime:
     access: Access = field(default_factory=lambda: Access({}))
     signer: CallbackSigner | None = None
     telegram: TelegramFrontEnd | None = None
+    slack: SlackFrontEnd | None = None
     routes: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = field(
         default_factory=list
     )
@@ -248,6 +252,13 @@ async def open_runtime(
         )
         if settings.telegram_webhook_url:
             rt.routes.append(rt.telegram.webhook_route())
+    slack = notifiers.get("slack")
+    if isinstance(slack, SlackNotifier) and settings.slack_signing_secret:
+        rt.slack = SlackFrontEnd(
+            slack.client, settings.slack_signing_secret.get_secret_value(), core, rt.access, signer
+        )
+        if not settings.slack_app_token:
+            rt.routes.append(rt.slack.events_route())
     return rt
 
 
@@ -257,6 +268,26 @@ def start_chat_front_ends(rt: Runtime, stop: asyncio.Event) -> None:
         telegram = rt.telegram
         rt.tasks.append(asyncio.create_task(telegram.start(stop), name="telegram"))
         rt.closers.insert(0, telegram.stop)
+    if rt.slack is not None and rt.settings.slack_app_token:
+        handler = AsyncSocketModeHandler(rt.slack.app, rt.settings.slack_app_token.get_secret_value())
+        rt.tasks.append(asyncio.create_task(_socket_mode(handler, stop), name="slack-socket-mode"))
+        rt.closers.insert(0, handler.close_async)
+
+
+async def _socket_mode(handler: AsyncSocketModeHandler, stop: asyncio.Event) -> None:
+    """Slack Socket Mode: an outbound websocket instead of HTTP events (retried while Slack is away)."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await handler.connect_async()
+            log.info("Slack: Socket Mode connected")
+            return
+        except (OSError, SlackApiError, aiohttp.ClientError) as exc:
+            log.warning("Slack Socket Mode not connected (%s); trying again in %.0fs", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 60)
 
 
 def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:

@@ -60,6 +60,7 @@ class FakeSlack:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.failures: defaultdict[str, deque[SlackFailure]] = defaultdict(deque)
         self.uploads: dict[str, bytes] = {}
+        self.responses: list[dict[str, Any]] = []  # what was posted to response URLs
         self._ts = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -73,6 +74,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)  # slack-sdk reads some methods with GET
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/respond/{key}", self._respond)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -129,7 +131,8 @@ class FakeSlack:
         return f"{int(time.time())}.{self._ts:06d}"
 
     def _find(self, channel: str, ts: str) -> SlackMessage | None:
-        return next((m for m in self.channels[channel] if m.ts == ts), None)
+        messages = [*self.channels[channel], *(r for m in self.channels[channel] for r in m.replies)]
+        return next((m for m in messages if m.ts == ts), None)
 
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "user": "sigops"}
@@ -205,3 +208,10 @@ class FakeSlack:
     async def _upload(self, request: web.Request) -> web.Response:
         self.uploads[request.match_info["file_id"]] = await request.read()
         return web.Response(text="OK - uploaded")
+
+    def response_url(self, key: str = "r1") -> str:
+        return f"http://127.0.0.1:{self.port}/respond/{key}"
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.Response(text="ok")
