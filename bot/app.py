@@ -36,6 +36,7 @@ from engine.detect import Detection, Hysteresis
 from engine.ensemble import EnsembleDetector, LocalHours
 from engine.errors import ConfigError, QueueUnavailable
 from engine.ingest import Ingest
+from engine.narrate import ModelAnswerer
 from engine.notify import Dispatcher, Leadership, Notification
 from engine.ownership import Ownership
 from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default_routing, load_routing
@@ -45,6 +46,7 @@ from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
 from storage.notify_store import SqliteNotifyStore
+from storage.ollama_model import OllamaModel
 from storage.redis_lease import RedisLeader, RedisShardLeases
 from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
@@ -208,6 +210,7 @@ async def open_runtime(
         actions=AlertActions(notify_store, time.time, wake=dispatcher.wake),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
+        narrator=build_narrator(settings, record),
     )
     sink = DispatchSink()
     sink.dispatcher = dispatcher
@@ -290,6 +293,16 @@ async def _socket_mode(handler: AsyncSocketModeHandler, stop: asyncio.Event) -> 
                 delay = min(delay * 2, 60)
 
 
+def build_narrator(settings: Settings, record: SqliteRecord) -> ModelAnswerer:
+    """Answers narrated by Ollama when it is configured; retrieval-only otherwise."""
+    model = (
+        OllamaModel(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
+        if settings.ollama_host
+        else None
+    )
+    return ModelAnswerer(RetrievalAnswerer(record), model, settings.tz, settings.ollama_timeout_s)
+
+
 def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
     """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
     store = SqliteNotifyStore(record)
@@ -300,6 +313,7 @@ def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
         actions=AlertActions(store, time.time),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
+        narrator=build_narrator(settings, record),
     )
 
 

@@ -19,6 +19,7 @@ import orjson
 from bot.app import (
     Runtime,
     build_detection,
+    build_narrator,
     make_redis,
     open_runtime,
     standalone_core,
@@ -30,7 +31,6 @@ from bot.app import (
 )
 from bot.console import ConsoleNotifier, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
-from engine.answer import RetrievalAnswerer
 from engine.demo import DemoWorld
 from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
 from engine.forecast import forecast, limit_for
@@ -338,8 +338,19 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
     record = await _open_record(settings)
     try:
         if args.json:
-            answer = await RetrievalAnswerer(record).answer(question)
-            print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+            result = await build_narrator(settings, record).answer(question)
+            data = {
+                "question": question,
+                "mode": result.mode,
+                "answer": result.text,
+                "note": result.note,
+                "unverified_figures": result.unverified,
+                "window_s": result.retrieval.window_s,
+                "services": result.retrieval.services,
+                "evidence": result.retrieval.evidence,
+                "figures": result.retrieval.figures,
+            }
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         else:
             reply = await standalone_core(settings, record).handle(console_context(), f"/ask {question}")
             print(render_text(reply))

@@ -12,7 +12,7 @@ import logging
 import shlex
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Protocol
@@ -20,11 +20,12 @@ from typing import Protocol
 from bot.reply import Reply, error_reply
 from engine.actions import ActionResult, Actor, AlertActions
 from engine.alerts import Alert
-from engine.answer import RetrievalAnswerer
+from engine.answer import Answer, RetrievalAnswerer
 from engine.chart import render_chart
 from engine.delivery import DeliveryProblem
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
+from engine.narrate import ModelAnswerer, Partial
 from engine.routing import alert_labels
 from engine.silences import Silence
 from engine.text import duration, fmt, parse_duration
@@ -46,6 +47,7 @@ class CommandContext:
     user_name: str
     chat_id: str
     role: str = "viewer"
+    progress: Partial | None = field(default=None, compare=False)  # where a streamed answer fills in
 
     @property
     def actor(self) -> Actor:
@@ -110,7 +112,9 @@ class CommandCore:
         actions: AlertActions | None = None,
         chart_dir: Path | None = None,
         tz: tzinfo = UTC,
+        narrator: ModelAnswerer | None = None,
     ) -> None:
+        self.narrator = narrator
         self.record = record
         self.answerer = answerer
         self.clock = clock
@@ -213,13 +217,36 @@ async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply
     question = " ".join(args).strip()
     if not question:
         raise UsageError("What would you like to know?")
-    answer = await core.answerer.answer(question)
-    cites = tuple(f"[{e.id}] {_when(e.ts)} {e.kind}: {e.line}" for e in answer.evidence)
+    if core.narrator is None:
+        answer = await core.answerer.answer(question)
+        return Reply(
+            title=answer.summary[0],
+            blocks=(*answer.summary[1:], *_evidence_block(answer)),
+            footer=f"{answer.mode} answer: computed from stored alerts and anomalies, no language model",
+        )
+    result = await core.narrator.answer(question, ctx.progress)
+    found = result.retrieval
+    if result.mode == "model":
+        model = core.narrator.model.name if core.narrator.model else "the model"
+        footer = f"written by {model} from {len(found.evidence)} evidence item(s) in the record"
+    else:
+        footer = f"retrieval-only answer ({result.note}): computed from the record, no language model"
+    notes = (result.note,) if result.mode == "model" and result.note else ()
     return Reply(
-        title=answer.summary[0],
-        blocks=(*answer.summary[1:], *(("Evidence:\n" + "\n".join(cites),) if cites else ())),
-        footer=f"{answer.mode} answer: computed from stored alerts and anomalies, no language model",
+        title=f"Answer · {_scope(found)}",
+        blocks=(result.text, *notes, *_evidence_block(found)),
+        footer=footer,
     )
+
+
+def _evidence_block(answer: Answer) -> tuple[str, ...]:
+    cites = [f"[{e.id}] {_when(e.ts)} {e.kind}: {e.line}" for e in answer.evidence]
+    return ("Evidence:\n" + "\n".join(cites),) if cites else ()
+
+
+def _scope(answer: Answer) -> str:
+    hours = answer.window_s / 3600
+    return f"last {hours:g} h, " + (", ".join(answer.services) or "all services")
 
 
 async def _brief(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:

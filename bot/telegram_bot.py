@@ -9,9 +9,12 @@ Telegram's secret-token header checked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -33,11 +36,12 @@ from bot.access import Access
 from bot.callbacks import CallbackSigner, ForgedCallback
 from bot.commands import COMMANDS, CommandContext, CommandCore
 from bot.reply import Reply
-from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, split
+from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, escape, split
 
 log = logging.getLogger(__name__)
 
 THINKING = "🤔 Thinking…"
+STREAM_EDIT_S = 1.5  # at most one edit this often while an answer streams in
 WEBHOOK_PATH = "/telegram/webhook"
 
 
@@ -186,7 +190,20 @@ class TelegramFrontEnd:
         message = update.effective_message
         assert message is not None
         thinking = await message.reply_text(THINKING)
-        reply = await self.core.handle(self._context(update), line)
+        last = 0.0
+
+        async def progress(text: str) -> None:
+            """Let the answer fill in as the model writes it, within Telegram's edit rate."""
+            nonlocal last
+            if time.monotonic() - last >= STREAM_EDIT_S and text.strip():
+                last = time.monotonic()
+                with contextlib.suppress(TelegramError):
+                    await thinking.edit_text(
+                        escape(text[: MESSAGE_LIMIT - 10]) + " …", parse_mode=ParseMode.HTML
+                    )
+
+        ctx = replace(self._context(update), progress=progress)
+        reply = await self.core.handle(ctx, line)
         await self.send(message.chat_id, reply, edit=thinking)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -1,0 +1,41 @@
+"""The `LanguageModel` port on a local Ollama server, through the official `ollama` AsyncClient."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import ollama
+
+from engine.narrate import ModelUnavailable
+
+
+class OllamaModel:
+    def __init__(self, host: str, model: str, timeout_s: float = 60.0) -> None:
+        self.host = host
+        self.name = model
+        self.client = ollama.AsyncClient(host=host, timeout=timeout_s)
+
+    async def stream(self, system: str, user: str) -> AsyncIterator[str]:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        try:
+            parts = await self.client.chat(
+                model=self.name, messages=messages, stream=True, options={"temperature": 0.1}
+            )
+            async for part in parts:
+                content = part.message.content if part.message else None
+                if content:
+                    yield content
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404 or "not found" in str(exc.error).lower():
+                raise ModelUnavailable(
+                    f"the model {self.name} is not pulled on {self.host}", f"run `ollama pull {self.name}`"
+                ) from exc
+            raise ModelUnavailable(f"Ollama answered {exc.status_code}: {exc.error}") from exc
+        except (ConnectionError, httpx.ConnectError) as exc:
+            raise ModelUnavailable(f"Ollama is not reachable at {self.host}") from exc
+        except httpx.TimeoutException as exc:
+            raise ModelUnavailable(f"Ollama at {self.host} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ModelUnavailable(f"Ollama at {self.host} failed: {exc!r}") from exc
