@@ -192,6 +192,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_ts ON audit (ts);
     """,
+    # 6: documents for question answering (the vector index's ids are their rowids)
+    """
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        ref TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        ts REAL NOT NULL,
+        service TEXT NOT NULL,
+        series TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX documents_ts ON documents (ts);
+    CREATE INDEX documents_service_ts ON documents (service, ts);
+    CREATE TABLE index_cursors (
+        source TEXT PRIMARY KEY,
+        position REAL NOT NULL
+    );
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
