@@ -30,27 +30,31 @@ from bot.telegram_notify import TelegramNotifier, make_bot
 from engine.actions import AlertActions
 from engine.alerts import Alert, AlertPolicy
 from engine.answer import RetrievalAnswerer
-from engine.chart import ChartMark, render_chart
+from engine.chart import ChartMark, render_chart, warm_up_charts
 from engine.delivery import ChatNotifier, Deliverer, DeliveryConfig
 from engine.detect import Detection, Hysteresis
+from engine.embed import Embedder, HashingEmbedder
 from engine.ensemble import EnsembleDetector, LocalHours
 from engine.errors import ConfigError, QueueUnavailable
 from engine.ingest import Ingest
 from engine.narrate import ModelAnswerer
 from engine.notify import Dispatcher, Leadership, Notification
 from engine.ownership import Ownership
+from engine.retrieval import Indexer, Retriever
 from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default_routing, load_routing
 from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
 from engine.worker import SignalProcessor, Worker, WorkerConfig
+from storage.documents import SqliteDocumentStore
 from storage.keys import Keys
 from storage.notify_store import SqliteNotifyStore
-from storage.ollama_model import OllamaModel
+from storage.ollama_model import OllamaEmbedder, OllamaModel
 from storage.redis_lease import RedisLeader, RedisShardLeases
 from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
+from storage.vector_index import FaissIndex
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,7 @@ async def open_runtime(
     """Connect the stores and wire the engine; Redis may still be down (workers wait)."""
     signer = callback_signer(settings)
     routing = build_routing(settings, console is not None, timing)
+    embedder = await choose_embedder(settings)
     notifiers, closers = build_notifiers(settings, signer, console)
     unserved = sorted({d.platform for d in routing.destinations} - set(notifiers))
     if unserved:
@@ -210,7 +215,7 @@ async def open_runtime(
         actions=AlertActions(notify_store, time.time, wake=dispatcher.wake),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
-        narrator=build_narrator(settings, record),
+        narrator=build_narrator(settings, record, embedder),
     )
     sink = DispatchSink()
     sink.dispatcher = dispatcher
@@ -293,14 +298,39 @@ async def _socket_mode(handler: AsyncSocketModeHandler, stop: asyncio.Event) -> 
                 delay = min(delay * 2, 60)
 
 
-def build_narrator(settings: Settings, record: SqliteRecord) -> ModelAnswerer:
-    """Answers narrated by Ollama when it is configured; retrieval-only otherwise."""
+def build_narrator(
+    settings: Settings, record: SqliteRecord, embedder: Embedder | None = None
+) -> ModelAnswerer:
+    """Hybrid retrieval over the record, narrated by Ollama when configured (retrieval-only otherwise)."""
+    embedder = embedder or HashingEmbedder()
+    docs = SqliteDocumentStore(record)
+    safe = embedder.name.replace(":", "-").replace("/", "-")
+    index = FaissIndex(settings.data_dir / "index" / f"documents-{safe}.faiss", embedder.dim, embedder.name)
+    indexer = Indexer(docs, index, embedder)
+    retrieval = RetrievalAnswerer(
+        record, tz=settings.tz, retriever=Retriever(docs, index, embedder, indexer), names=docs
+    )
     model = (
         OllamaModel(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
         if settings.ollama_host
         else None
     )
-    return ModelAnswerer(RetrievalAnswerer(record), model, settings.tz, settings.ollama_timeout_s)
+    return ModelAnswerer(retrieval, model, settings.tz, settings.ollama_timeout_s)
+
+
+async def choose_embedder(settings: Settings) -> Embedder:
+    """Ollama's embedding model when configured and answering; otherwise the built-in one (said once)."""
+    if settings.ollama_host and settings.embed_model:
+        ollama_embedder = OllamaEmbedder(settings.ollama_host, settings.embed_model)
+        if await ollama_embedder.probe():
+            return ollama_embedder
+        log.warning(
+            "embedding model %s on %s not available: using the built-in hashing embedder "
+            "(word and spelling overlap, no synonyms)",
+            settings.embed_model,
+            settings.ollama_host,
+        )
+    return HashingEmbedder()
 
 
 def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
@@ -327,6 +357,7 @@ def start_notifications(rt: Runtime, stop: asyncio.Event) -> None:
         )
     )
     rt.tasks.append(asyncio.create_task(rt.deliverer.run(stop, leader), name="deliverer"))
+    rt.tasks.append(asyncio.create_task(asyncio.to_thread(warm_up_charts), name="chart-warm-up"))
 
 
 class ChartMaker:
@@ -388,6 +419,9 @@ async def prune_old_signals(rt: Runtime) -> dict[str, int]:
     cutoff = time.time() - rt.settings.retention_days * 86400
     removed = await rt.record.prune(cutoff)
     removed["notification history"] = await rt.notify_store.prune(cutoff)
+    narrator = rt.core.narrator
+    if narrator is not None and narrator.retrieval.retriever and narrator.retrieval.retriever.indexer:
+        removed["documents"] = await narrator.retrieval.retriever.indexer.prune(cutoff)
     if any(removed.values()):
         counts = ", ".join(f"{n} {table}" for table, n in removed.items() if n)
         log.info("retention: removed %s older than %d days", counts, rt.settings.retention_days)
@@ -407,6 +441,28 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
             max_instances=1,
             coalesce=True,
         )
+    narrator = rt.core.narrator
+    if narrator is not None and narrator.retrieval.retriever is not None:
+        indexer = narrator.retrieval.retriever.indexer
+        if indexer is not None:
+            scheduler.add_job(
+                indexer.sync,
+                "interval",
+                seconds=30,
+                id="index",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(rt.settings.tz),
+            )
+            scheduler.add_job(
+                indexer.rebuild,
+                "cron",
+                hour=4,
+                minute=17,
+                id="index-compaction",
+                max_instances=1,
+                coalesce=True,
+            )
     scheduler.add_job(
         prune_old_signals,
         "interval",

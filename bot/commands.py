@@ -230,7 +230,7 @@ async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply
         model = core.narrator.model.name if core.narrator.model else "the model"
         footer = f"written by {model} from {len(found.evidence)} evidence item(s) in the record"
     else:
-        footer = f"retrieval-only answer ({result.note}): computed from the record, no language model"
+        footer = f"retrieval-only answer, computed from the record: {result.note}"
     notes = (result.note,) if result.mode == "model" and result.note else ()
     return Reply(
         title=f"Answer · {_scope(found)}",

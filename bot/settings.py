@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     # Question answering
     ollama_host: str | None = None
     ollama_model: str = "llama3.2"
+    embed_model: str | None = None  # an Ollama embedding model, e.g. nomic-embed-text; unset = built-in
     ollama_timeout_s: float = Field(default=60.0, gt=0, le=600)  # a whole answer, streamed
 
     # Telegram

@@ -1,28 +1,30 @@
-"""Retrieval-only answers: what the record says about a question, with figures and ids.
+"""Retrieval answers: what the record says about a question, with the figures computed in code.
 
-This is the answer people get when no model is configured (and, later, when Ollama is
-down): code picks the time window and services from the question, filters stored
-alerts and anomalies, computes the figures and cites each item by id and time.
+The question is read in code (`engine/question.py`: window, services, series,
+intent). The record is filtered by those; figures (counts, peaks vs expected, max
+score, durations, the busiest services, before/after a change) are computed here;
+the hybrid retriever adds the documents whose words and meaning match best (changes,
+events, logs). Every item is cited by a short id and time. This is the whole answer
+when no model is configured or it is down, and the context a model narrates otherwise.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
 from engine.alerts import Alert
 from engine.detect import Anomaly
-from engine.text import fmt
+from engine.question import Question, parse_question
+from engine.retrieval import Retriever
+from engine.risk import ChangeRef
+from engine.text import duration, fmt
 
-_UNITS = {"m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400, "week": 604800}
-_WINDOW = re.compile(r"\b(?:last|past)\s+(\d+)?\s*(m|min|minutes?|h|hours?|d|days?|weeks?)\b", re.I)
-_WORDS = re.compile(r"[a-z0-9_\-]+")
-DEFAULT_WINDOW_S = 24 * 3600
+BEFORE_AFTER_MAX_S = 6 * 3600
 
 
 class AnswerSource(Protocol):
@@ -32,20 +34,28 @@ class AnswerSource(Protocol):
 
     async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]: ...
 
+    async def changes_in(self, since: float, until: float) -> list[ChangeRef]: ...
+
+
+class NameSource(Protocol):
+    async def names(self) -> tuple[list[str], list[str]]:
+        """Services and series a question may name."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One cited item: its id, when, and a line of what it says."""
 
     id: str
-    kind: str  # alert | anomaly
+    kind: str  # alert | anomaly | change | event | log
     ts: float
     line: str
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A retrieval-only answer: summary lines with figures and the evidence they rest on."""
+    """A retrieval answer: summary lines with figures and the evidence they rest on."""
 
     question: str
     window_s: float
@@ -54,95 +64,180 @@ class Answer:
     evidence: list[Evidence] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
     mode: str = "retrieval-only"
-
-
-def parse_window(question: str) -> float:
-    """Seconds of history the question asks about ("last 6 hours"; default a day)."""
-    match = _WINDOW.search(question)
-    if not match:
-        if re.search(r"\btoday\b", question, re.I):
-            return 24 * 3600
-        if re.search(r"\bthis week\b", question, re.I):
-            return 7 * 86400
-        return DEFAULT_WINDOW_S
-    count = int(match.group(1) or 1)
-    unit = match.group(2).lower().rstrip("s") if len(match.group(2)) > 1 else match.group(2).lower()
-    return count * _UNITS.get(unit, 3600)
+    window: str = ""
+    intent: str = "summary"
 
 
 class RetrievalAnswerer:
     """Answers from the record alone."""
 
-    def __init__(self, source: AnswerSource, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        source: AnswerSource,
+        clock: Callable[[], float] = time.time,
+        tz: tzinfo = UTC,
+        retriever: Retriever | None = None,
+        names: NameSource | None = None,
+    ) -> None:
         self.source = source
         self.clock = clock
+        self.tz = tz
+        self.retriever = retriever
+        self.names = names
 
     async def answer(self, question: str) -> Answer:
         now = self.clock()
-        window = parse_window(question)
-        since = now - window
-        alerts = await self.source.alerts_since(since)
-        anomalies = await self.source.recent_anomalies(since, limit=500)
-        known = {a.service for a in alerts} | {a.service for a in anomalies}
-        words = set(_WORDS.findall(question.lower()))
-        services = tuple(sorted(s for s in known if s.lower() in words))
-        if services:
-            alerts = [a for a in alerts if a.service in services]
-            anomalies = [a for a in anomalies if a.service in services]
-        return _compose(question, window, services, alerts, anomalies)
+        services, series = await self.names.names() if self.names else ([], [])
+        broad_alerts = await self.source.alerts_since(now - 8 * 86400, limit=2000)
+        services = sorted({*services, *(a.service for a in broad_alerts)})
+        series = sorted({*series, *(a.series for a in broad_alerts)})
+        q = parse_question(question, now, self.tz, services, series)
+        changes = await self.source.changes_in(
+            q.since - (BEFORE_AFTER_MAX_S if q.since_change else 0), q.until
+        )
+        change = _last_change(changes, q) if q.since_change else None
+        since = change.ts if change else q.since
+        alerts = [
+            a
+            for a in await self.source.alerts_since(since, limit=2000)
+            if _in(a.started_at, a.series, a.service, q, since)
+            or (a.status != "resolved" and a.started_at <= q.until and _scoped(a.series, a.service, q))
+        ]
+        earliest = since - (BEFORE_AFTER_MAX_S if change else 0)
+        all_anomalies = await self.source.recent_anomalies(earliest, limit=20_000)
+        anomalies = [a for a in all_anomalies if _in(a.ts, a.series, a.service, q, since)]
+        hits = await self.retriever.search(_narrowed(q, since)) if self.retriever else []
+        return self._compose(
+            q,
+            since,
+            alerts,
+            anomalies,
+            [c for c in changes if _in(c.ts, "", c.service, q, since)],
+            change,
+            all_anomalies,
+            hits,
+        )
 
-
-def _compose(
-    question: str,
-    window: float,
-    services: tuple[str, ...],
-    alerts: Sequence[Alert],
-    anomalies: Sequence[Anomaly],
-) -> Answer:
-    scope = ", ".join(services) if services else "all services"
-    span = _span(window)
-    if not alerts and not anomalies:
+    def _compose(
+        self,
+        q: Question,
+        since: float,
+        alerts: Sequence[Alert],
+        anomalies: Sequence[Anomaly],
+        changes: Sequence[ChangeRef],
+        change: ChangeRef | None,
+        all_anomalies: Sequence[Anomaly],
+        hits: Sequence[object],
+    ) -> Answer:
+        scope = ", ".join(q.series or q.services) or "all services"
+        window = f"since {change.change_type} {change.text} ({self._hhmm(change.ts)})" if change else q.window
+        by_series: dict[str, list[Anomaly]] = defaultdict(list)
+        for anomaly in anomalies:
+            by_series[anomaly.series].append(anomaly)
+        figures: dict[str, float] = {
+            "alerts": float(len(alerts)),
+            "alerts_firing": float(sum(1 for a in alerts if a.status != "resolved")),
+            "anomalies": float(len(anomalies)),
+            "series": float(len(by_series)),
+            "max_score": round(max((a.score for a in anomalies), default=0.0), 2),
+            "changes": float(len(changes)),
+        }
+        evidence: list[Evidence] = []
+        summary = [
+            f"{window.capitalize()} for {scope}: {len(alerts)} alert(s) "
+            f"({int(figures['alerts_firing'])} still open), {len(anomalies)} anomalous point(s) on "
+            f"{len(by_series)} series, {len(changes)} change(s)."
+        ]
+        for alert in sorted(alerts, key=lambda a: (-a.score, a.started_at))[:8]:
+            lasted = ""
+            if alert.resolved_at:
+                lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}"
+            note = (
+                f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
+            )
+            line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{note})"
+            evidence.append(Evidence(alert.id, "alert", alert.started_at, line))
+        ranked = sorted(by_series.items(), key=lambda kv: max(a.score for a in kv[1]), reverse=True)
+        for series, points in ranked[:5]:
+            peak = max(points, key=lambda a: abs(a.value - a.expected))
+            summary.append(
+                f"{series}: {len(points)} anomalous point(s), peak {fmt(peak.value)} vs expected "
+                f"{fmt(peak.expected)} at {self._hhmm(peak.ts)} [{peak.signal_id[:8]}]"
+            )
+            figures[f"peak:{series}"] = peak.value
+            evidence.append(Evidence(peak.signal_id[:8], "anomaly", peak.ts, peak.explanation))
+        busiest = Counter(a.service for a in alerts) + Counter(a.service for a in anomalies)
+        if len(busiest) > 1 and q.intent in ("list", "count", "compare", "summary"):
+            summary.append("Busiest: " + ", ".join(f"{s} {n}" for s, n in busiest.most_common(5)))
+            figures |= {f"events:{s}": float(n) for s, n in busiest.most_common(5)}
+        for c in changes[-5:]:
+            evidence.append(Evidence(c.id[:8], "change", c.ts, f"{c.change_type} on {c.service}: {c.text}"))
+        if change is not None:
+            before, after = _before_after(change, all_anomalies, q, self.clock())
+            summary.append(
+                f"Anomalous points on {scope}: {after} since {change.change_type} "
+                f"at {self._hhmm(change.ts)}, "
+                f"{before} in as long before it."
+            )
+            figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
+        cited = {e.id for e in evidence}
+        for hit in hits:
+            doc = getattr(hit, "doc", None)
+            if (
+                doc is None
+                or doc.short_id in cited
+                or doc.kind in ("alert", "anomaly")
+                or len(evidence) >= 16
+            ):
+                continue
+            cited.add(doc.short_id)
+            evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))
+        if not alerts and not anomalies:
+            summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
+                f" {len(changes)} change(s) in that time." if changes else ""
+            )
         return Answer(
-            question, window, services, [f"Nothing abnormal recorded for {scope} in the last {span}."]
+            q.text, q.until - since, q.services, summary, evidence, figures, window=window, intent=q.intent
         )
-    by_series: dict[str, list[Anomaly]] = defaultdict(list)
-    for anomaly in anomalies:
-        by_series[anomaly.series].append(anomaly)
-    summary = [
-        f"In the last {span} for {scope}: {len(alerts)} alert(s), "
-        f"{len(anomalies)} anomalous point(s) on {len(by_series)} series."
-    ]
-    evidence: list[Evidence] = []
-    for alert in alerts[:10]:
-        evidence.append(
-            Evidence(alert.id, "alert", alert.started_at, f"{alert.status} {alert.severity}: {alert.title}")
-        )
-    ranked = sorted(by_series.items(), key=lambda kv: max(a.score for a in kv[1]), reverse=True)
-    for series, points in ranked[:5]:
-        peak = max(points, key=lambda a: abs(a.value - a.expected))
-        summary.append(
-            f"{series}: {len(points)} anomalous point(s), peak {fmt(peak.value)} vs expected "
-            f"{fmt(peak.expected)} at {_hhmm(peak.ts)} UTC [{peak.signal_id[:8]}]"
-        )
-        evidence.append(Evidence(peak.signal_id[:8], "anomaly", peak.ts, peak.explanation))
-    figures = {
-        "alerts": float(len(alerts)),
-        "anomalies": float(len(anomalies)),
-        "series": float(len(by_series)),
-        "max_score": max((a.score for a in anomalies), default=0.0),
-    }
-    return Answer(question, window, services, summary, evidence, figures)
+
+    def _hhmm(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M")
 
 
-def _span(seconds: float) -> str:
-    if seconds % 86400 == 0:
-        days = int(seconds // 86400)
-        return "day" if days == 1 else f"{days} days"
-    if seconds % 3600 == 0:
-        hours = int(seconds // 3600)
-        return "hour" if hours == 1 else f"{hours} hours"
-    return f"{int(seconds // 60)} minutes"
+def _scoped(series: str, service: str, q: Question) -> bool:
+    if q.series:
+        return series in q.series or (not series and service in q.services)
+    return not q.services or service in q.services
 
 
-def _hhmm(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
+def _in(ts: float, series: str, service: str, q: Question, since: float) -> bool:
+    return since <= ts <= q.until and _scoped(series, service, q)
+
+
+def _narrowed(q: Question, since: float) -> Question:
+    return replace(q, since=since)
+
+
+def _last_change(changes: Sequence[ChangeRef], q: Question) -> ChangeRef | None:
+    scoped = [c for c in changes if not q.services or c.service in q.services]
+    return scoped[-1] if scoped else None
+
+
+def _before_after(
+    change: ChangeRef, anomalies: Sequence[Anomaly], q: Question, now: float
+) -> tuple[int, int]:
+    span = min(BEFORE_AFTER_MAX_S, max(60.0, now - change.ts))
+    scoped = [a for a in anomalies if _scoped(a.series, a.service, q)]
+    before = sum(1 for a in scoped if change.ts - span <= a.ts < change.ts)
+    after = sum(1 for a in scoped if change.ts <= a.ts <= change.ts + span)
+    return before, after
+
+
+def _phrase(window: str) -> str:
+    return (
+        window
+        if window.startswith(("since", "around"))
+        else f"in the {window}"
+        if window.startswith("last")
+        else window
+    )

@@ -111,3 +111,8 @@ def render_chart(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def warm_up_charts() -> None:
+    """Import matplotlib and build its font cache now, so the first alert's chart is not the slow one."""
+    render_chart("warm-up", [(0.0, 1.0), (60.0, 2.0)], ())

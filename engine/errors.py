@@ -6,7 +6,8 @@
     ├── QueueUnavailable       the signal stream (Redis) cannot be reached
     ├── RecordUnavailable      the durable record (SQLite) cannot be written or read
     ├── ConfigError            a setting or config file is wrong (names the setting)
-    └── DeliveryFailed         a chat API refused or failed to take a message (retryable or not)
+    ├── DeliveryFailed         a chat API refused or failed to take a message (retryable or not)
+    └── ModelUnavailable       the language or embedding model cannot answer now (with a hint)
 
 Third-party errors (redis, sqlite3, pydantic) are mapped to these at the storage and
 HTTP boundaries, so the engine and the front ends handle one vocabulary.
@@ -67,3 +68,12 @@ class DeliveryFailed(SigOpsError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class ModelUnavailable(SigOpsError):
+    """The language model cannot answer now; `hint` says what a person can do about it."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        self.reason = reason
+        self.hint = hint
+        super().__init__(reason)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
 from engine.answer import Answer, RetrievalAnswerer
-from engine.errors import SigOpsError
+from engine.errors import ModelUnavailable
 from prompts import render
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,6 @@ log = logging.getLogger(__name__)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\.\d+)?")
 _CITE = re.compile(r"\[([0-9a-f]{6,12})\]")
 Partial = Callable[[str], Awaitable[None]]
-
-
-class ModelUnavailable(SigOpsError):
-    """The language model cannot answer now; `hint` says what a person can do about it."""
-
-    def __init__(self, reason: str, hint: str = "") -> None:
-        self.reason = reason
-        self.hint = hint
-        super().__init__(reason)
 
 
 class LanguageModel(Protocol):

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.embed import Embedder, tokens
+from engine.errors import ModelUnavailable
 from engine.question import Question
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ class DocumentStore(Protocol):
 
 
 class VectorIndex(Protocol):
-    count: int
+    @property
+    def count(self) -> int: ...
 
     def load(self) -> bool: ...
 
@@ -143,7 +145,12 @@ class Indexer:
                 await self._open()
             added = 0
             while docs := await self.store.new_documents():
-                vectors = await self.embedder.embed([d.text for d in docs])
+                try:
+                    vectors = await self.embedder.embed([d.text for d in docs])
+                except ModelUnavailable as exc:  # the documents exist; a rebuild embeds them later
+                    log.warning("documents recorded but not embedded: %s", exc)
+                    self._ready = False
+                    break
                 await asyncio.to_thread(self.index.add, [d.id for d in docs], vectors)
                 added += len(docs)
             if added:
@@ -200,9 +207,13 @@ class Retriever:
         )
         if not candidates:
             return []
-        query = (await self.embedder.embed([question.text]))[0]
         pool = max(k * 5, 50)
-        found = await asyncio.to_thread(self.index.search, query, pool, candidates)
+        try:
+            query = (await self.embedder.embed([question.text]))[0]
+            found = await asyncio.to_thread(self.index.search, query, pool, candidates)
+        except ModelUnavailable as exc:  # no vectors now: rank by words alone
+            log.warning("retrieval without vectors: %s", exc)
+            found = []
         scores = dict(found)
         if len(found) < min(pool, len(candidates)):  # vectors missing for some: still rank those by words
             scores |= {i: 0.0 for i in candidates[:pool] if i not in scores}

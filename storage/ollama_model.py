@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
+import numpy as np
 import ollama
 
-from engine.narrate import ModelUnavailable
+from engine.errors import ModelUnavailable
 
 
 class OllamaModel:
@@ -39,3 +40,37 @@ class OllamaModel:
             raise ModelUnavailable(f"Ollama at {self.host} timed out") from exc
         except httpx.HTTPError as exc:
             raise ModelUnavailable(f"Ollama at {self.host} failed: {exc!r}") from exc
+
+
+class OllamaEmbedder:
+    """The `Embedder` port on Ollama's embed API (e.g. `nomic-embed-text`)."""
+
+    def __init__(self, host: str, model: str, timeout_s: float = 30.0) -> None:
+        self.host = host
+        self.model = model
+        self.name = f"ollama:{model}"
+        self.dim = 0
+        self.client = ollama.AsyncClient(host=host, timeout=timeout_s)
+
+    async def probe(self) -> bool:
+        """Whether the model answers; learns its dimension."""
+        try:
+            self.dim = int((await self.embed(["dimension probe"])).shape[1])
+        except ModelUnavailable:
+            return False
+        return True
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            response = await self.client.embed(model=self.model, input=list(texts))
+        except ollama.ResponseError as exc:
+            raise ModelUnavailable(
+                f"Ollama embed failed ({exc.status_code}): {exc.error}",
+                f"run `ollama pull {self.model}`" if exc.status_code == 404 else "",
+            ) from exc
+        except (ConnectionError, httpx.HTTPError) as exc:
+            raise ModelUnavailable(f"Ollama is not reachable at {self.host}") from exc
+        vectors = np.asarray(response.embeddings, dtype="float32")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return vectors / norms

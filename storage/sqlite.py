@@ -396,6 +396,16 @@ class SqliteRecord:
         )
         return [r[0] for r in rows]
 
+    async def changes_in(self, since: float, until: float) -> list[ChangeRef]:
+        """Changes on any service in a window, oldest first."""
+        rows = await self._rows(
+            "SELECT id, ts, service, change_type, text FROM changes WHERE ts BETWEEN ? AND ? "
+            "ORDER BY ts LIMIT 500",
+            (since, until),
+            "reading changes",
+        )
+        return [ChangeRef(*row) for row in rows]
+
     async def latest_labels(self, series: str) -> dict[str, str]:
         """The labels of the newest signal of a series ({} if none)."""
         rows = await self._rows(

@@ -47,7 +47,7 @@ def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_whole_loop_and_shows_alerts(tmp_path: Path) -> None:
-    result = run(["demo", "--duration", "18", "--interval", "0.4", "--no-http"], tmp_path, timeout=90)
+    result = run(["demo", "--duration", "22", "--interval", "0.4", "--no-http"], tmp_path, timeout=90)
     assert result.returncode == 0, result.stderr
     # It says once what it runs without, and how to add each.
     assert result.stderr.count("no Redis") == 1
@@ -122,7 +122,7 @@ async def test_chat_status_lists_firing_alerts_with_score_and_series(tmp_path: P
     assert "1 alert(s) open" in out
     assert "[3f9a2c1b] ERROR payments.latency_p99 unusually high — score 0.97" in out
     assert "Unknown command /bogus" in out
-    assert "In the last 6 hours for payments: 1 alert(s)" in out
+    assert "Last 6 hours for payments: 1 alert(s)" in out
     assert "peak 840 vs expected 210" in out
 
 
