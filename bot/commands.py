@@ -245,8 +245,8 @@ def _evidence_block(answer: Answer) -> tuple[str, ...]:
 
 
 def _scope(answer: Answer) -> str:
-    hours = answer.window_s / 3600
-    return f"last {hours:g} h, " + (", ".join(answer.services) or "all services")
+    window = answer.window or f"last {answer.window_s / 3600:g} h"
+    return f"{window}, " + (", ".join(answer.services) or "all services")
 
 
 async def _brief(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:

@@ -66,6 +66,8 @@ class Answer:
     mode: str = "retrieval-only"
     window: str = ""
     intent: str = "summary"
+    since: float = 0.0
+    until: float = 0.0
 
 
 class RetrievalAnswerer:
@@ -197,7 +199,16 @@ class RetrievalAnswerer:
                 f" {len(changes)} change(s) in that time." if changes else ""
             )
         return Answer(
-            q.text, q.until - since, q.services, summary, evidence, figures, window=window, intent=q.intent
+            q.text,
+            q.until - since,
+            q.services,
+            summary,
+            evidence,
+            figures,
+            window=window,
+            intent=q.intent,
+            since=since,
+            until=q.until,
         )
 
     def _hhmm(self, ts: float) -> str:

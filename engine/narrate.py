@@ -100,18 +100,19 @@ class ModelAnswerer:
 
     def context(self, found: Answer) -> dict[str, str]:
         """The prompt's variables: the window, scope, computed figures and evidence lines."""
-        now = self.clock()
+        until = found.until or self.clock()
+        since = found.since or until - found.window_s
         evidence = "\n".join(
             f"[{e.id}] {self._when(e.ts)} {e.kind}: {_one_line(e.line)}" for e in found.evidence
         )
         figures = "\n".join([*found.summary, *(f"{k}: {_num(v)}" for k, v in found.figures.items())])
         return {
-            "window": f"last {_hours(found.window_s)}",
-            "since": self._when(now - found.window_s),
-            "until": self._when(now),
+            "window": found.window or f"last {_hours(found.window_s)}",
+            "since": self._when(since),
+            "until": self._when(until),
             "timezone": str(self.tz),
             "services": ", ".join(found.services) or "all",
-            "intent": "summary",
+            "intent": found.intent,
             "figures": figures,
             "evidence": evidence,
         }

@@ -27,6 +27,10 @@ _LAST = re.compile(r"\b(?:last|past|previous)\s+(\d+|an?|one|two|three|six|twelv
 _CLOCK = r"(\d{1,2})(?::(\d{2}))?\s*(am|pm)?"
 _SINCE_CLOCK = re.compile(rf"\bsince\s+{_CLOCK}\b", re.I)
 _AT_CLOCK = re.compile(rf"\b(?:at|around)\s+{_CLOCK}\b", re.I)
+_SINCE_CHANGE = re.compile(
+    r"\b(since|after|before and after)\s+(the\s+)?(last\s+|latest\s+)?(deploy\w*|release|rollout|change)\b",
+    re.I,
+)
 _NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
 _WORD = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -63,9 +67,7 @@ def parse_question(
     """Window, entities and intent of a question; unknown parts fall back to the last 24 h, everything."""
     since, until, window, at = _window(text, now, tz)
     found_services, found_series = _entities(text, list(services), list(series))
-    since_change = bool(
-        re.search(r"\bsince\s+(the\s+)?(last\s+)?(deploy|release|rollout|change)\b", text, re.I)
-    )
+    since_change = bool(_SINCE_CHANGE.search(text))
     return Question(text, since, until, window, found_services, found_series, _intent(text), at, since_change)
 
 
