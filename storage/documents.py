@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from engine.retrieval import Doc
@@ -61,21 +62,19 @@ class SqliteDocumentStore:
 
     async def candidates(self, since: float, until: float, services: Sequence[str], limit: int) -> list[int]:
         """Ids of documents in the window (and of these services), newest first."""
+        where = "ts BETWEEN ? AND ?"
+        params: list[object] = [since, until]
         if services:
-            marks = ",".join("?" * len(services))
-            rows = await self.record._rows(
-                f"SELECT id FROM documents WHERE service IN ({marks}) AND ts BETWEEN ? AND ? "
-                "ORDER BY ts DESC LIMIT ?",
-                (*services, since, until, limit),
-                "filtering documents",
-            )
-        else:
-            rows = await self.record._rows(
-                "SELECT id FROM documents WHERE ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ?",
-                (since, until, limit),
-                "filtering documents",
-            )
-        return [int(r[0]) for r in rows]
+            where = f"service IN ({','.join('?' * len(services))}) AND {where}"
+            params = [*services, *params]
+        # One row of comma-joined ids: a hundred thousand ids cost one fetch, not a hundred thousand rows.
+        rows = await self.record._rows(
+            f"SELECT group_concat(id) FROM (SELECT id FROM documents WHERE {where} ORDER BY ts DESC LIMIT ?)",
+            (*params, limit),
+            "filtering documents",
+        )
+        joined = rows[0][0] if rows else None
+        return np.fromstring(joined, dtype="int64", sep=",").tolist() if joined else []
 
     async def documents(self, ids: Sequence[int]) -> list[Doc]:
         rows = await self.record._select_in(
