@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--series", default="replay", help="series name used in explanations")
     dead = sub.add_parser("dead-letters", help="signals set aside because processing them failed, and why")
     dead.add_argument("--limit", type=int, default=50)
+    brief = sub.add_parser("brief", help="the brief of the last 24 hours, as chat would show it")
+    brief.add_argument(
+        "--print", action="store_true", help="print it here (the default; sending is scheduled)"
+    )
     audit = sub.add_parser("audit", help="what people did to alerts from chat: who, where, when, what")
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true")
@@ -106,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "forecast": _forecast,
         "dead-letters": _dead_letters,
         "audit": _audit,
+        "brief": _brief,
     }
     try:
         if args.command == "detect":
@@ -278,6 +283,16 @@ async def _forecast(settings: Settings, args: argparse.Namespace) -> int:
             print(result.text)
     finally:
         await record.close()
+    return 0
+
+
+async def _brief(settings: Settings, args: argparse.Namespace) -> int:
+    record = await _open_record(settings)
+    try:
+        reply = await standalone_core(settings, record).handle(console_context(), "/brief")
+    finally:
+        await record.close()
+    print(render_text(reply))
     return 0
 
 

@@ -21,11 +21,13 @@ from bot.reply import Reply, error_reply
 from engine.actions import ActionResult, Actor, AlertActions
 from engine.alerts import Alert
 from engine.answer import Answer, RetrievalAnswerer
+from engine.brief import Brief, brief_lines, build_brief
 from engine.chart import render_chart
 from engine.delivery import DeliveryProblem
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
 from engine.narrate import ModelAnswerer, Partial
+from engine.risk import ChangeRef
 from engine.routing import alert_labels
 from engine.silences import Silence
 from engine.text import duration, fmt, parse_duration
@@ -70,6 +72,10 @@ class RecordSource(Protocol):
     async def series_anomalies(self, series: str, since: float, limit: int = 2_000) -> list[Anomaly]: ...
 
     async def series_named(self, text: str, limit: int = 10) -> list[str]: ...
+
+    async def changes_in(self, since: float, until: float) -> list[ChangeRef]: ...
+
+    async def latest_labels(self, series: str) -> dict[str, str]: ...
 
 
 class DeliverySource(Protocol):
@@ -252,33 +258,21 @@ def _scope(answer: Answer) -> str:
 async def _brief(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
     _no_args(args)
     now = core.clock()
-    alerts = await core.record.alerts_since(now - 86400, limit=500)
-    fired = [a for a in alerts if a.started_at >= now - 86400]
-    resolved = [a for a in alerts if a.status == "resolved" and (a.resolved_at or 0) >= now - 86400]
-    firing = [a for a in alerts if a.status != "resolved"]
-    headline = (
-        "Quiet day: no alerts in the last 24 h."
-        if not alerts
-        else f"Last 24 h: {len(fired)} alert(s) fired, {len(resolved)} resolved, {len(firing)} still open."
+    silences = await core.actions.store.active_silences(now) if core.actions else []
+    brief = await build_brief(core.record, now - 86400, now, core.tz, silences)
+    return brief_reply(brief, core.tz)
+
+
+def brief_reply(brief: Brief, tz: tzinfo) -> Reply:
+    """The brief as a Reply: the headline, then a block per section."""
+    since = datetime.fromtimestamp(brief.since, tz).strftime("%a %H:%M")
+    until = datetime.fromtimestamp(brief.until, tz).strftime("%a %H:%M %Z")
+    blocks = tuple(
+        f"{title}:\n" + "\n".join(f"• {line}" for line in lines) for title, lines in brief_lines(brief, tz)
     )
-    blocks = [headline]
-    if firing:
-        blocks.append("Still open:\n" + "\n".join(alert_line(a, now) for a in firing[:10]))
-    anomalies = await core.record.recent_anomalies(now - 86400, limit=500)
-    worst: dict[str, Anomaly] = {}
-    for anomaly in anomalies:
-        if anomaly.series not in worst or anomaly.score > worst[anomaly.series].score:
-            worst[anomaly.series] = anomaly
-    if worst:
-        ranked = sorted(worst.values(), key=lambda a: a.score, reverse=True)[:5]
-        blocks.append(
-            "Top anomalies:\n"
-            + "\n".join(
-                f"• {a.series}: {fmt(a.value)} vs expected {fmt(a.expected)} at {_clock(a.ts, core.tz)}"
-                for a in ranked
-            )
-        )
-    return Reply(title="Brief", blocks=tuple(blocks), footer="the last 24 h, from the record")
+    return Reply(
+        title=f"☀️ Brief · {brief.headline}", blocks=blocks, footer=f"{since} – {until}, from the record"
+    )
 
 
 async def _chart(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
