@@ -34,6 +34,15 @@ class Keys:
         """Which process runs the alert pipeline and delivery now (one at a time)."""
         return f"{self.prefix}:lease:dispatcher"
 
+    def brief_claim(self, destination: str, slot: float) -> str:
+        """Who sends the brief of one slot to one destination (SET NX, expires after a day)."""
+        return f"{self.prefix}:brief:{destination}:{int(slot)}"
+
+    @property
+    def brief_sent(self) -> str:
+        """Hash: destination -> the slot of its last brief."""
+        return f"{self.prefix}:brief-sent"
+
     @property
     def workers(self) -> str:
         """Sorted set of live workers (score: last heartbeat), for sharing out shards."""
