@@ -89,6 +89,7 @@ async def main() -> None:
             "SIGOPS_TELEGRAM_TOKEN": telegram.token,
             "SIGOPS_TELEGRAM_API_URL": telegram.url,
             "SIGOPS_ROUTING_FILE": str(routing_file(Path(tmp) / "routing.yaml", args.chats)),
+            "SIGOPS_BRIEFS_ENABLED": "false",  # a morning brief would be one more message here
             "SIGOPS_LOG_LEVEL": "WARNING",
         }
         server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp, env=env)

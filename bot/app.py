@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -19,9 +20,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.access import Access
 from bot.callbacks import CallbackSigner, load_or_create_secret
-from bot.commands import CommandCore
+from bot.commands import CommandCore, brief_reply
 from bot.console import ConsoleNotifier
 from bot.http import build_app
+from bot.reply import Reply
 from bot.settings import Settings
 from bot.slack_app import SlackFrontEnd
 from bot.slack_notify import SlackNotifier, make_client
@@ -30,18 +32,20 @@ from bot.telegram_notify import TelegramNotifier, make_bot
 from engine.actions import AlertActions
 from engine.alerts import Alert, AlertPolicy
 from engine.answer import RetrievalAnswerer
+from engine.brief import build_brief
 from engine.chart import ChartMark, render_chart, warm_up_charts
 from engine.delivery import ChatNotifier, Deliverer, DeliveryConfig
 from engine.detect import Detection, Hysteresis
 from engine.embed import Embedder, HashingEmbedder
 from engine.ensemble import EnsembleDetector, LocalHours
-from engine.errors import ConfigError, QueueUnavailable
+from engine.errors import ConfigError, DeliveryFailed, QueueUnavailable, RecordUnavailable
 from engine.ingest import Ingest
 from engine.narrate import ModelAnswerer
 from engine.notify import Dispatcher, Leadership, Notification
 from engine.ownership import Ownership
 from engine.retrieval import Indexer, Retriever
 from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default_routing, load_routing
+from engine.schedule import BriefSchedule, BriefScheduler, parse_schedule
 from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
@@ -50,6 +54,7 @@ from storage.documents import SqliteDocumentStore
 from storage.keys import Keys
 from storage.notify_store import SqliteNotifyStore
 from storage.ollama_model import OllamaEmbedder, OllamaModel
+from storage.redis_brief import RedisBriefLedger
 from storage.redis_lease import RedisLeader, RedisShardLeases
 from storage.redis_state import RedisCursorStore, RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect
@@ -333,6 +338,62 @@ async def choose_embedder(settings: Settings) -> Embedder:
     return HashingEmbedder()
 
 
+def brief_schedules(settings: Settings, routing: Routing) -> list[BriefSchedule]:
+    """From the routing file's `briefs`, or every alert destination at SIGOPS_BRIEF_AT."""
+    if routing.briefs is None:
+        return [
+            parse_schedule(d, settings.brief_at, settings.tz, settings.brief_weekdays_only)
+            for d in routing.destinations
+        ]
+    return [
+        parse_schedule(
+            d, spec.at, ZoneInfo(spec.timezone) if spec.timezone else settings.tz, spec.weekdays_only
+        )
+        for spec in routing.briefs
+        for d in spec.destinations
+    ]
+
+
+def start_briefs(rt: Runtime, scheduler: AsyncIOScheduler) -> BriefScheduler | None:
+    """Every minute: send the briefs whose slot has come (one process of a deployment per slot)."""
+    schedules = brief_schedules(rt.settings, rt.dispatcher.routing) if rt.settings.briefs_enabled else []
+    if not schedules:
+        return None
+    notifiers = rt.deliverer.notifiers
+
+    async def make(since: float, until: float) -> Reply:
+        silences = await rt.notify_store.active_silences(until)
+        return brief_reply(
+            await build_brief(rt.record, since, until, rt.settings.tz, silences), rt.settings.tz
+        )
+
+    async def send(destination: Destination, brief: object) -> None:
+        notifier = notifiers.get(destination.platform)
+        if notifier is None or not hasattr(notifier, "post_brief"):
+            raise DeliveryFailed(f"no {destination.platform} notifier for briefs", retryable=False)
+        assert isinstance(brief, Reply)
+        await notifier.post_brief(destination.chat, brief)
+
+    briefs = BriefScheduler(schedules, RedisBriefLedger(rt.redis, rt.keys), make, send)
+
+    async def tick() -> None:
+        try:
+            await briefs.run_due(time.time())
+        except RecordUnavailable as exc:
+            log.warning("briefs wait: %s", exc)
+
+    scheduler.add_job(
+        tick,
+        "interval",
+        seconds=60,
+        id="briefs",
+        next_run_time=datetime.now(rt.settings.tz),
+        max_instances=1,
+        coalesce=True,
+    )
+    return briefs
+
+
 def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
     """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
     store = SqliteNotifyStore(record)
@@ -473,6 +534,7 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
         max_instances=1,
         coalesce=True,
     )
+    start_briefs(rt, scheduler)
     scheduler.start()
     return scheduler
 

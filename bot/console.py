@@ -79,6 +79,9 @@ class ConsoleNotifier:
         self._print(digest_reply(notes, self.tz))
         return message or SentMessage(self._next_id(), "digest")
 
+    async def post_brief(self, chat: str, reply: Reply) -> None:
+        self._print(reply)
+
     def _print(self, reply: Reply) -> None:
         self.out.write(f"\n{render_text(reply)}\n")
         self.out.flush()

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = None  # checked on every webhook call (Telegram's header)
     telegram_poll_interval_s: float = Field(default=0.0, ge=0, le=60)
 
+    # Morning brief (per-destination times can be set in the routing file's `briefs`)
+    brief_at: str = Field(default="08:00", pattern=r"^([01]?\d|2[0-3]):[0-5]\d$")
+    brief_weekdays_only: bool = False
+    briefs_enabled: bool = True
+
     # Alert pipeline
     routing_file: Path | None = None  # YAML: receivers, routes, inhibit rules; unset = every chat gets all
     callback_secret: SecretStr | None = None  # signs alert buttons; unset = made once in data_dir

@@ -157,6 +157,12 @@ class SlackNotifier:
         )
         return message
 
+    async def post_brief(self, chat: str, reply: Reply) -> None:
+        """A brief as one Block Kit message (sections split under Slack's limits)."""
+        await _call(
+            self.client.chat_postMessage(channel=chat, text=fallback_text(reply), blocks=blocks(reply))
+        )
+
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return blocks(reply, self.signer)
 

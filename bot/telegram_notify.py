@@ -110,6 +110,10 @@ class TelegramNotifier:
             return await self._post_reply(chat, reply, None, "digest")
         return await self._edit_reply(chat, message, reply)
 
+    async def post_brief(self, chat: str, reply: Reply) -> None:
+        """A brief: as many messages as it needs, each valid HTML under 4096 characters."""
+        await self._post_reply(chat, reply, None, "brief")
+
     async def _post_reply(self, chat: str, reply: Reply, chart: bytes | None, kind: str) -> SentMessage:
         parts = split(reply, CAPTION_LIMIT if chart else MESSAGE_LIMIT)
         keyboard = self._keyboard(reply)

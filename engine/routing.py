@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -126,10 +127,21 @@ class InhibitRule:
 
 
 @dataclass(frozen=True, slots=True)
+class BriefSpec:
+    """Briefs for some destinations: a local time, a zone (None: SIGOPS_TIMEZONE), weekdays only or not."""
+
+    destinations: tuple[Destination, ...]
+    at: str
+    timezone: str | None
+    weekdays_only: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     receivers: Mapping[str, Receiver]
     root: Route
     inhibit_rules: tuple[InhibitRule, ...]
+    briefs: tuple[BriefSpec, ...] | None = None  # None: every destination, at the default time
 
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         """The routes an alert with these labels goes to (the root when no child matches)."""
@@ -217,11 +229,38 @@ class _InhibitFile(_Strict):
         return values
 
 
+class _BriefFile(_Strict):
+    telegram: list[int | str] = Field(default_factory=list)
+    slack: list[str] = Field(default_factory=list)
+    at: str = "08:00"
+    timezone: str | None = None
+    weekdays_only: bool = False
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"{value!r} is not a time of day (use HH:MM, e.g. 08:00)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
+                ) from None
+        return value
+
+
 class RoutingFile(_Strict):
     receivers: list[_ReceiverFile] = Field(min_length=1)
     route: _RouteFile
     inhibit_rules: list[_InhibitFile] = Field(default_factory=list)
-    briefs: list[dict[str, Any]] = Field(default_factory=list)  # read by the brief scheduler
+    briefs: list[_BriefFile] | None = None
 
 
 def load_routing(path: Path) -> tuple[Routing, RoutingFile]:
@@ -295,7 +334,21 @@ def _build(parsed: RoutingFile, path: Path) -> Routing:
         )
         for r in parsed.inhibit_rules
     )
-    return Routing(receivers, root, rules)
+    briefs = None
+    if parsed.briefs is not None:
+        briefs = tuple(
+            BriefSpec(
+                tuple(
+                    [Destination("telegram", str(c)) for c in b.telegram]
+                    + [Destination("slack", c) for c in b.slack]
+                ),
+                b.at,
+                b.timezone,
+                b.weekdays_only,
+            )
+            for b in parsed.briefs
+        )
+    return Routing(receivers, root, rules, briefs)
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:

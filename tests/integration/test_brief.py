@@ -51,3 +51,54 @@ async def test_sigops_brief_print(tmp_path: Path) -> None:
     result = await asyncio.to_thread(run, ["brief", "--print"], tmp_path, {"SIGOPS_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "Brief ·" in result.stdout
+
+
+async def test_a_long_brief_splits_into_valid_telegram_messages_and_fits_slack(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bot.callbacks import CallbackSigner
+    from bot.slack_notify import SlackNotifier, make_client
+    from bot.telegram_notify import TelegramNotifier, make_bot
+    from engine.alerts import AlertChange
+    from tests.fakes.slack_api import FakeSlack
+    from tests.fakes.telegram_api import FakeTelegram
+    from tests.integration.test_delivery import balanced, make_alert
+
+    record = await SqliteRecord.open(tmp_path / "sigops.db")
+    now = NOW.timestamp()
+    async with record.transaction() as tx:
+        await tx.write_alerts(
+            [
+                AlertChange(
+                    replace(
+                        make_alert(),
+                        id=f"b{i:07d}",
+                        group_key=f"k{i}",
+                        started_at=now - 600,
+                        title=f"svc{i}.errors <high> & rising",
+                    ),
+                    "opened",
+                )
+                for i in range(150)
+            ]
+        )
+    reply = brief_reply(await build_brief(record, now - 86400, now, TZ), TZ)
+    telegram, slack = await FakeTelegram().start(), await FakeSlack().start()
+    bot = make_bot(telegram.token, telegram.url)
+    signer = CallbackSigner(b"k" * 32)
+    await TelegramNotifier(bot, signer, pace_s=0).post_brief("-700", reply)
+    await SlackNotifier(make_client(slack.token, slack.url), signer).post_brief("C0ALERTS", reply)
+    parts = telegram.chat(-700)
+    assert len(parts) > 1 and all(
+        len(p.text.encode("utf-16-le")) // 2 <= 4096 and balanced(p.text) for p in parts
+    )
+    text = "\n".join(p.text for p in parts)
+    assert "svc149.errors &lt;high&gt; &amp; rising" in text and "150 alert(s) fired" in text
+    [message] = slack.messages("C0ALERTS")
+    assert len(message.blocks) <= 50 and all(
+        len(b.get("text", {}).get("text", "")) <= 3000 for b in message.blocks
+    )
+    await bot.shutdown()
+    await telegram.stop()
+    await slack.stop()
+    await record.close()

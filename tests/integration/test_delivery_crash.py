@@ -58,6 +58,7 @@ def serve(
         "SIGOPS_HTTP_PORT": str(port),
         "SIGOPS_LEASE_MS": "1000",
         "SIGOPS_DISPATCH_INTERVAL_S": "0.2",
+        "SIGOPS_BRIEFS_ENABLED": "false",  # a morning brief would be one more message here
         "SIGOPS_LOG_LEVEL": "INFO",
     }
     if platform == "telegram":
