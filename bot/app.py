@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.access import Access
 from bot.callbacks import CallbackSigner, load_or_create_secret
-from bot.commands import CommandCore, brief_reply
+from bot.commands import CommandCore, compose_brief
 from bot.console import ConsoleNotifier
 from bot.http import build_app
 from bot.reply import Reply
@@ -32,7 +32,6 @@ from bot.telegram_notify import TelegramNotifier, make_bot
 from engine.actions import AlertActions
 from engine.alerts import Alert, AlertPolicy
 from engine.answer import RetrievalAnswerer
-from engine.brief import build_brief
 from engine.chart import ChartMark, render_chart, warm_up_charts
 from engine.delivery import ChatNotifier, Deliverer, DeliveryConfig
 from engine.detect import Detection, Hysteresis
@@ -362,10 +361,7 @@ def start_briefs(rt: Runtime, scheduler: AsyncIOScheduler) -> BriefScheduler | N
     notifiers = rt.deliverer.notifiers
 
     async def make(since: float, until: float) -> Reply:
-        silences = await rt.notify_store.active_silences(until)
-        return brief_reply(
-            await build_brief(rt.record, since, until, rt.settings.tz, silences), rt.settings.tz
-        )
+        return await compose_brief(rt.core, since, until)
 
     async def send(destination: Destination, brief: object) -> None:
         notifier = notifiers.get(destination.platform)

@@ -21,8 +21,8 @@ from bot.reply import Reply, error_reply
 from engine.actions import ActionResult, Actor, AlertActions
 from engine.alerts import Alert
 from engine.answer import Answer, RetrievalAnswerer
-from engine.brief import Brief, brief_lines, build_brief
-from engine.chart import render_chart
+from engine.brief import Brief, brief_lines, build_brief, narrate
+from engine.chart import render_chart, render_small_multiples
 from engine.delivery import DeliveryProblem
 from engine.detect import Anomaly
 from engine.errors import RecordUnavailable
@@ -258,20 +258,61 @@ def _scope(answer: Answer) -> str:
 async def _brief(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
     _no_args(args)
     now = core.clock()
-    silences = await core.actions.store.active_silences(now) if core.actions else []
-    brief = await build_brief(core.record, now - 86400, now, core.tz, silences)
-    return brief_reply(brief, core.tz)
+    return await compose_brief(core, now - 86400, now)
 
 
-def brief_reply(brief: Brief, tz: tzinfo) -> Reply:
-    """The brief as a Reply: the headline, then a block per section."""
+async def compose_brief(core: CommandCore, since: float, until: float) -> Reply:
+    """The brief of a window: the structured facts, a chart of the top series, the model's short narrative."""
+    silences = await core.actions.store.active_silences(until) if core.actions else []
+    brief = await build_brief(core.record, since, until, core.tz, silences)
+    model = core.narrator.model if core.narrator else None
+    timeout = core.narrator.timeout_s if core.narrator else 60.0
+    narrative, note = await narrate(model, brief, core.tz, timeout)
+    image = await _brief_chart(core, brief)
+    return brief_reply(brief, core.tz, narrative, note, image, model.name if model and narrative else None)
+
+
+async def _brief_chart(core: CommandCore, brief: Brief) -> Path | None:
+    panels = []
+    for top in brief.top[:4]:
+        points = await core.record.series_points(top.series, brief.since)
+        anomalies = await core.record.series_anomalies(top.series, brief.since)
+        panels.append((top.series, points, anomalies))
+    try:
+        png = await asyncio.to_thread(render_small_multiples, panels, core.tz)
+    except ValueError:
+        return None
+    path = (core.chart_dir or Path("charts")) / f"brief-{int(brief.until)}.png"
+    await asyncio.to_thread(_write, path, png)
+    return path
+
+
+def brief_reply(
+    brief: Brief,
+    tz: tzinfo,
+    narrative: str = "",
+    note: str = "",
+    image: Path | None = None,
+    model: str | None = None,
+) -> Reply:
+    """The brief as a Reply: the headline, the narrative if any, then a block per section."""
     since = datetime.fromtimestamp(brief.since, tz).strftime("%a %H:%M")
     until = datetime.fromtimestamp(brief.until, tz).strftime("%a %H:%M %Z")
-    blocks = tuple(
+    sections = tuple(
         f"{title}:\n" + "\n".join(f"• {line}" for line in lines) for title, lines in brief_lines(brief, tz)
     )
+    lead = (narrative,) if narrative else ()
+    told = (
+        f"summary by {model}" + (f" ({note})" if note else "")
+        if model
+        else "structured brief"
+        + (f" (no narrative: {note})" if note and note != "nothing to narrate" else "")
+    )
     return Reply(
-        title=f"☀️ Brief · {brief.headline}", blocks=blocks, footer=f"{since} – {until}, from the record"
+        title=f"☀️ Brief · {brief.headline}",
+        blocks=(*lead, *sections),
+        image=image,
+        footer=f"{since} – {until}, from the record · {told}",
     )
 
 

@@ -159,9 +159,19 @@ class SlackNotifier:
 
     async def post_brief(self, chat: str, reply: Reply) -> None:
         """A brief as one Block Kit message (sections split under Slack's limits)."""
-        await _call(
+        response = await _call(
             self.client.chat_postMessage(channel=chat, text=fallback_text(reply), blocks=blocks(reply))
         )
+        if reply.image is not None:
+            await _call(
+                self.client.files_upload_v2(
+                    channel=str(response["channel"]),
+                    thread_ts=str(response["ts"]),
+                    file=str(reply.image),
+                    filename=reply.image.name,
+                    title="Top anomalous series",
+                )
+            )
 
     def render(self, reply: Reply) -> list[dict[str, Any]]:
         return blocks(reply, self.signer)

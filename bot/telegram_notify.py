@@ -13,6 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, timedelta, tzinfo
 from functools import partial
 from typing import Any, TypeVar
@@ -111,8 +112,13 @@ class TelegramNotifier:
         return await self._edit_reply(chat, message, reply)
 
     async def post_brief(self, chat: str, reply: Reply) -> None:
-        """A brief: as many messages as it needs, each valid HTML under 4096 characters."""
-        await self._post_reply(chat, reply, None, "brief")
+        """A brief: its chart, then as many messages as it needs, each valid HTML under 4096 characters."""
+        if reply.image is not None:
+            photo = InputFile(reply.image.read_bytes(), filename=reply.image.name)
+            await self._api(
+                int(chat), partial(self.bot.send_photo, int(chat), photo, caption="Top anomalous series")
+            )
+        await self._post_reply(chat, replace(reply, image=None), None, "brief")
 
     async def _post_reply(self, chat: str, reply: Reply, chart: bytes | None, kind: str) -> SentMessage:
         parts = split(reply, CAPTION_LIMIT if chart else MESSAGE_LIMIT)

@@ -8,6 +8,8 @@ window with what followed, and trends that reach their limit within a day.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,12 +18,16 @@ from typing import Protocol
 
 from engine.alerts import Alert
 from engine.detect import Anomaly
+from engine.errors import ModelUnavailable
 from engine.forecast import Forecast, forecast, limit_for
+from engine.narrate import LanguageModel, check
 from engine.risk import ChangeRef
 from engine.silences import Silence
 from engine.text import duration, fmt
+from prompts import render
 
 TREND_HORIZON_S = 86400
+_ID = re.compile(r"\[([0-9a-f]{6,12})\]")
 RELATED_CHANGE_S = 30 * 60
 
 
@@ -196,3 +202,35 @@ def brief_lines(brief: Brief, tz: tzinfo) -> list[tuple[str, list[str]]]:
     if brief.trends:
         sections.append(("Trends to watch", [t.text for t in brief.trends]))
     return sections
+
+
+async def narrate(model: LanguageModel | None, brief: Brief, tz: tzinfo, timeout_s: float) -> tuple[str, str]:
+    """A short narrative of the brief by the model, checked; ("", why) when there is none."""
+    if model is None:
+        return "", "no language model is configured"
+    sections = brief_lines(brief, tz)
+    if not sections:
+        return "", "nothing to narrate"
+    facts = "\n".join(f"{title}:\n" + "\n".join(f"- {line}" for line in lines) for title, lines in sections)
+    window = (
+        f"{datetime.fromtimestamp(brief.since, tz):%a %H:%M} to "
+        f"{datetime.fromtimestamp(brief.until, tz):%a %H:%M %Z}"
+    )
+    prompt = render("brief", window=window, headline=brief.headline, facts=facts)
+    pieces: list[str] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for piece in model.stream(system="", user=prompt):
+                pieces.append(piece)
+    except TimeoutError:
+        return "", f"the model did not finish within {timeout_s:.0f}s"
+    except ModelUnavailable as exc:
+        return "", exc.reason + (f" ({exc.hint})" if exc.hint else "")
+    text = "".join(pieces).strip()
+    ids = set(_ID.findall(facts))
+    checked, unverified, unknown = check(text, f"{brief.headline}\n{facts}", ids)
+    note = "; ".join(
+        ([f"figures not found in the record: {', '.join(unverified)}"] if unverified else [])
+        + ([f"unknown ids: {', '.join(unknown)}"] if unknown else [])
+    )
+    return checked, note

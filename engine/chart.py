@@ -116,3 +116,34 @@ def render_chart(
 def warm_up_charts() -> None:
     """Import matplotlib and build its font cache now, so the first alert's chart is not the slow one."""
     render_chart("warm-up", [(0.0, 1.0), (60.0, 2.0)], ())
+
+
+def render_small_multiples(
+    panels: Sequence[tuple[str, Sequence[tuple[float, float]], Sequence[Anomaly]]], tz: tzinfo = UTC
+) -> bytes:
+    """One PNG with a small chart per series (the brief's top anomalies); ValueError with no data."""
+    usable = [p for p in panels if len(p[1]) >= 2][:4]
+    if not usable:
+        raise ValueError("no series with enough points to chart")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import DateFormatter, date2num
+    from matplotlib.figure import Figure
+
+    rows = (len(usable) + 1) // 2
+    fig = Figure(figsize=(10, 3.2 * rows), dpi=90)
+    FigureCanvasAgg(fig)
+    for n, (title, points, anomalies) in enumerate(usable, start=1):
+        ax = fig.add_subplot(rows, 2 if len(usable) > 1 else 1, n)
+        xs = [float(date2num(datetime.fromtimestamp(ts, tz))) for ts, _ in points]
+        ax.plot(xs, [v for _, v in points], color="#222222", linewidth=1.5)
+        marked = [(float(date2num(datetime.fromtimestamp(a.ts, tz))), a.value) for a in anomalies]
+        if marked:
+            ax.scatter([x for x, _ in marked], [y for _, y in marked], color="#d62728", s=25, zorder=5)
+        ax.set_title(title[:40], fontsize=13)
+        ax.tick_params(labelsize=10)
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=tz))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -102,3 +102,50 @@ async def test_a_long_brief_splits_into_valid_telegram_messages_and_fits_slack(t
     await telegram.stop()
     await slack.stop()
     await record.close()
+
+
+async def test_the_model_writes_a_cited_narrative_and_the_brief_stands_without_it(tmp_path: Path) -> None:
+    from bot.commands import CommandCore, compose_brief
+    from engine.answer import RetrievalAnswerer
+    from engine.narrate import ModelAnswerer
+    from engine.signal import make_signal
+    from storage.ollama_model import OllamaModel
+    from tests.conftest import free_port
+    from tests.fakes.ollama_api import FakeOllama
+
+    record = await SqliteRecord.open(tmp_path / "sigops.db")
+    await seed(record)
+    now = NOW.timestamp()
+    points = [
+        make_signal(series="checkout.errors", value=10.0 + (i % 3), ts=now - 20 * 3600 + 300 * i)
+        for i in range(200)
+    ]
+    async with record.transaction() as tx:
+        await tx.add_signals([(p, p.ts) for p in points])
+    ollama = await FakeOllama().start()
+    ollama.answer = "Start with checkout: errors hit 74 after the v2.4 deploy [chk0002b] and are still open."
+
+    def core_for(host: str) -> CommandCore:
+        narrator = ModelAnswerer(RetrievalAnswerer(record), OllamaModel(host, "llama3.2", 5), TZ, 5)
+        return CommandCore(
+            record,
+            RetrievalAnswerer(record),
+            narrator=narrator,
+            chart_dir=tmp_path / "charts",
+            tz=TZ,
+            clock=lambda: now,
+        )
+
+    reply = await compose_brief(core_for(ollama.host), now - 86400, now)
+    assert reply.blocks[0] == ollama.answer and "summary by llama3.2" in reply.footer
+    assert "Top anomalies:" in "\n".join(reply.blocks)
+    assert reply.image is not None and reply.image.read_bytes().startswith(b"\x89PNG")
+    prompt = ollama.chats()[0]["messages"][-1]["content"]
+    assert "<data>" in prompt and "[chk0002b]" in prompt
+    await ollama.stop()
+    down = await compose_brief(core_for(f"http://127.0.0.1:{free_port()}"), now - 86400, now)
+    assert (
+        down.blocks[0].startswith("Still open:")
+        and "structured brief (no narrative: Ollama is not reachable" in down.footer
+    )
+    await record.close()
