@@ -210,3 +210,31 @@ async def test_retention_forgets_closed_groups_and_their_history(world: World) -
     assert await world.store.notification_log(0) == []
     rows = await world.record._rows("SELECT count(*) FROM notify_groups", (), "test")
     assert rows[0][0] == 0
+
+
+async def test_routing_file_briefs_are_checked_and_become_schedules(tmp_path: Path) -> None:
+    from bot.app import brief_schedules
+    from bot.settings import Settings
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "receivers: [{name: oncall, telegram: [100]}]\n"
+        "route: {receiver: oncall}\n"
+        "briefs:\n"
+        "  - {telegram: [100], at: '8:30', timezone: Europe/Berlin, weekdays_only: true}\n"
+        "  - {slack: [C1], at: '25:00', timezone: Mars/Olympus}\n"
+    )
+    with pytest.raises(Exception) as caught:
+        load_routing(path)
+    assert "line 5, briefs.1.at: '25:00' is not a time of day" in str(caught.value)
+    assert "line 5, briefs.1.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
+    path.write_text(path.read_text().replace("  - {slack: [C1], at: '25:00', timezone: Mars/Olympus}\n", ""))
+    routing, _ = load_routing(path)
+    [schedule] = brief_schedules(Settings(), routing)
+    assert (
+        str(schedule.destination),
+        schedule.hour,
+        schedule.minute,
+        str(schedule.tz),
+        schedule.weekdays_only,
+    ) == ("telegram:100", 8, 30, "Europe/Berlin", True)
