@@ -10,6 +10,7 @@ when no model is configured or it is down, and the context a model narrates othe
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -94,6 +95,20 @@ class RetrievalAnswerer:
         services = sorted({*services, *(a.service for a in broad_alerts)})
         series = sorted({*series, *(a.series for a in broad_alerts)})
         q = parse_question(question, now, self.tz, services, series)
+        unknown = _unknown_subject(question, q)
+        if unknown is not None:
+            known = ", ".join(services[:12]) or "none yet"
+            line = f"No service or series named {unknown!r} is in the record (services: {known})."
+            return Answer(
+                q.text,
+                q.until - q.since,
+                (),
+                [line],
+                window=q.window,
+                intent=q.intent,
+                since=q.since,
+                until=q.until,
+            )
         changes = await self.source.changes_in(
             q.since - (BEFORE_AFTER_MAX_S if q.since_change else 0), q.until
         )
@@ -213,6 +228,25 @@ class RetrievalAnswerer:
 
     def _hhmm(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M")
+
+
+_SUBJECT = re.compile(r"\b(?:on|with|for)\s+([A-Za-z][\w.\-]{2,})", re.I)
+_NOT_SUBJECTS = set(
+    "the this that these those today yesterday now all any everything anything our my prod production "
+    "staging us me it them deploy deploys deployments changes change alerts alert errors error latency "
+    "spikes incidents incident services service series respect regard real sure example instance once "
+    "while hours days minutes weeks".split()
+)
+
+
+def _unknown_subject(text: str, q: Question) -> str | None:
+    """A name the question asks about ("anything on billing?") that the record does not know."""
+    if q.services or q.series:
+        return None
+    match = _SUBJECT.search(text)
+    if match is None or match.group(1).lower() in _NOT_SUBJECTS:
+        return None
+    return match.group(1).rstrip(".?!,")
 
 
 def _scoped(series: str, service: str, q: Question) -> bool:
