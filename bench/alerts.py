@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest import wait_ready  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -42,19 +43,6 @@ def routing_file(path: Path, chats: int) -> Path:
     lines += [f"    - {{matchers: ['team=\"t{k}\"'], receiver: team{k}}}" for k in range(chats)]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-async def wait_ready(port: int) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("sigops serve did not become ready")
 
 
 async def main() -> None:
@@ -94,7 +82,7 @@ async def main() -> None:
         }
         server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp, env=env)
         try:
-            await wait_ready(port)
+            await wait_ready(f"http://127.0.0.1:{port}")
             await asyncio.sleep(1.0)  # let the worker take its shards and the dispatcher its lease
             sent: dict[str, float] = {}
             async with aiohttp.ClientSession() as session:

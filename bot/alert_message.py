@@ -9,11 +9,12 @@ message into parts rather than cut it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 
 from bot.reply import Button, Reply
 from engine.alerts import Alert
 from engine.notify import Notification
+from engine.text import clock as _clock
 from engine.text import duration, fmt
 
 DETAILED = 8  # alerts listed one per line; the rest are named in one "N more" line
@@ -124,7 +125,3 @@ def _buttons(group_id: str) -> tuple[Button, ...]:
         Button("Silence 1h", f"silence {group_id} 1h"),
         Button("Resolve", f"resolve {group_id}"),
     )
-
-
-def _clock(ts: float, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(ts, tz).strftime("%H:%M %Z").strip()

@@ -30,6 +30,7 @@ from engine.narrate import ModelAnswerer, Partial
 from engine.risk import ChangeRef
 from engine.routing import alert_labels
 from engine.silences import Silence
+from engine.text import clock as _clock
 from engine.text import duration, fmt, parse_duration
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ async def _brief_chart(core: CommandCore, brief: Brief) -> Path | None:
     except ValueError:
         return None
     path = (core.chart_dir or Path("charts")) / f"brief-{int(brief.until)}.png"
-    await asyncio.to_thread(_write, path, png)
+    await asyncio.to_thread(save_image, path, png)
     return path
 
 
@@ -331,7 +332,7 @@ async def _chart(core: CommandCore, ctx: CommandContext, args: list[str]) -> Rep
     png = await asyncio.to_thread(render_chart, series, points, anomalies, (), core.tz)
     directory = core.chart_dir or Path("charts")
     path = directory / f"{series.replace('/', '_')}-{int(now)}.png"
-    await asyncio.to_thread(_write, path, png)
+    await asyncio.to_thread(save_image, path, png)
     low, high = min(v for _, v in points), max(v for _, v in points)
     return Reply(
         title=f"{series}, last {duration(span)}",
@@ -512,14 +513,11 @@ def _duration(word: str) -> float:
     return seconds
 
 
-def _write(path: Path, data: bytes) -> None:
+def save_image(path: Path, data: bytes) -> None:
+    """Write a chart where the console (and the chat front ends) can point to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _clock(ts: float, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(ts, tz).strftime("%H:%M %Z").strip()

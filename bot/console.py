@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.alert_message import digest_reply, group_reply
-from bot.commands import CommandContext, CommandCore
+from bot.commands import CommandContext, CommandCore, save_image
 from bot.reply import Reply
 from engine.delivery import SentMessage
 from engine.notify import Notification
@@ -60,7 +60,7 @@ class ConsoleNotifier:
         reply = group_reply(note, self.tz)
         if chart and self.chart_dir is not None:
             path = self.chart_dir / f"alert-{note.group_id}.png"
-            await asyncio.to_thread(_write, path, chart)
+            await asyncio.to_thread(save_image, path, chart)
             reply = replace(reply, image=path)
         self._print(reply)
         return SentMessage(self._next_id(), "text")
@@ -89,11 +89,6 @@ class ConsoleNotifier:
     def _next_id(self) -> str:
         self._printed += 1
         return str(self._printed)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def console_context() -> CommandContext:

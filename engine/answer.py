@@ -21,7 +21,7 @@ from typing import Protocol
 from engine.alerts import Alert
 from engine.detect import Anomaly
 from engine.question import Question, parse_question
-from engine.retrieval import Retriever
+from engine.retrieval import Hit, Retriever
 from engine.risk import ChangeRef
 from engine.text import duration, fmt
 
@@ -144,7 +144,7 @@ class RetrievalAnswerer:
         changes: Sequence[ChangeRef],
         change: ChangeRef | None,
         all_anomalies: Sequence[Anomaly],
-        hits: Sequence[object],
+        hits: Sequence[Hit],
     ) -> Answer:
         scope = ", ".join(q.series or q.services) or "all services"
         window = f"since {change.change_type} {change.text} ({self._hhmm(change.ts)})" if change else q.window
@@ -199,13 +199,8 @@ class RetrievalAnswerer:
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
         cited = {e.id for e in evidence}
         for hit in hits:
-            doc = getattr(hit, "doc", None)
-            if (
-                doc is None
-                or doc.short_id in cited
-                or doc.kind in ("alert", "anomaly")
-                or len(evidence) >= 16
-            ):
+            doc = hit.doc
+            if doc.short_id in cited or doc.kind in ("alert", "anomaly") or len(evidence) >= 16:
                 continue
             cited.add(doc.short_id)
             evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))

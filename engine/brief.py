@@ -9,7 +9,6 @@ window with what followed, and trends that reach their limit within a day.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ from engine.alerts import Alert
 from engine.detect import Anomaly
 from engine.errors import ModelUnavailable
 from engine.forecast import Forecast, forecast, limit_for
-from engine.narrate import LanguageModel, check
+from engine.narrate import CITATION, LanguageModel, check
 from engine.risk import ChangeRef
 from engine.silences import Silence
 from engine.text import duration, fmt
 from prompts import render
 
 TREND_HORIZON_S = 86400
-_ID = re.compile(r"\[([0-9a-f]{6,12})\]")
 RELATED_CHANGE_S = 30 * 60
 
 
@@ -227,7 +225,7 @@ async def narrate(model: LanguageModel | None, brief: Brief, tz: tzinfo, timeout
     except ModelUnavailable as exc:
         return "", exc.reason + (f" ({exc.hint})" if exc.hint else "")
     text = "".join(pieces).strip()
-    ids = set(_ID.findall(facts))
+    ids = set(CITATION.findall(facts))
     checked, unverified, unknown = check(text, f"{brief.headline}\n{facts}", ids)
     note = "; ".join(
         ([f"figures not found in the record: {', '.join(unverified)}"] if unverified else [])

@@ -25,7 +25,7 @@ from prompts import render
 log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\.\d+)?")
-_CITE = re.compile(r"\[([0-9a-f]{6,12})\]")
+CITATION = re.compile(r"\[([0-9a-f]{6,12})\]")  # an evidence id as the model cites it
 Partial = Callable[[str], Awaitable[None]]
 
 
@@ -127,10 +127,8 @@ class ModelAnswerer:
 
 def check(text: str, context: str, evidence_ids: set[str]) -> tuple[str, list[str], list[str]]:
     """Mark figures absent from the context (`123⚠`) and cited ids that were not given."""
-    known = {_norm(n) for n in _NUMBER.findall(_CITE.sub(" ", context))} | {
-        _norm(n) for n in _NUMBER.findall(context)
-    }
-    unknown_ids = sorted({i for i in _CITE.findall(text) if i not in evidence_ids})
+    known = {_norm(n) for n in _NUMBER.findall(context)}
+    unknown_ids = sorted({i for i in CITATION.findall(text) if i not in evidence_ids})
     unverified: list[str] = []
 
     def mark(match: re.Match[str]) -> str:
@@ -140,8 +138,8 @@ def check(text: str, context: str, evidence_ids: set[str]) -> tuple[str, list[st
         unverified.append(number)
         return f"{number}⚠"
 
-    parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures
-    checked = "".join(p if _CITE.fullmatch(p) else _NUMBER.sub(mark, p) for p in parts)
+    parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures: keep them whole
+    checked = "".join(p if CITATION.fullmatch(p) else _NUMBER.sub(mark, p) for p in parts)
     return checked, list(dict.fromkeys(unverified)), unknown_ids
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, tzinfo
 
 
 def fmt(number: float) -> str:
@@ -38,6 +39,11 @@ def _trim(value: float) -> str:
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def clock(ts: float, tz: tzinfo) -> str:
+    """A moment as a wall-clock time in a zone: 14:05 CEST."""
+    return datetime.fromtimestamp(ts, tz).strftime("%H:%M %Z").strip()
 
 
 def parse_duration(text: str) -> float:

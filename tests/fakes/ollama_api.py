@@ -16,35 +16,26 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import LocalServer
 
-class FakeOllama:
+
+class FakeOllama(LocalServer):
     def __init__(self, models: tuple[str, ...] = ("llama3.2",)) -> None:
+        super().__init__()
         self.models = list(models)
         self.answer = "Nothing to report."
         self.delay_s = 0.0
         self.fail_status: int | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def host(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> FakeOllama:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self._chat)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_post("/api/embed", self._embed)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def chats(self) -> list[dict[str, Any]]:
         return [body for path, body in self.requests if path == "/api/chat"]

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from tests.fakes.server import LocalServer
+
 
 @dataclass
 class SlackMessage:
@@ -51,10 +53,11 @@ class SlackFailure:
     retry_after: int | None = None
 
 
-class FakeSlack:
+class FakeSlack(LocalServer):
     CHANNEL_IDS: ClassVar[dict[str, str]] = {"#alerts": "C0ALERTS", "#payments": "C0PAYMENTS"}
 
     def __init__(self, token: str = "xoxb-test") -> None:
+        super().__init__()
         self.token = token
         self.channels: dict[str, list[SlackMessage]] = defaultdict(list)
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -62,29 +65,16 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.responses: list[dict[str, Any]] = []  # what was posted to response URLs
         self._ts = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
-    async def start(self, port: int = 0) -> FakeSlack:
-        app = web.Application(client_max_size=20 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)  # slack-sdk reads some methods with GET
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/respond/{key}", self._respond)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail_next(self, method: str, status: int, error: str = "", retry_after: int | None = None) -> None:
         self.failures[method].append(

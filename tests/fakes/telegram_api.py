@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import LocalServer
+
 
 @dataclass
 class TgMessage:
@@ -38,8 +40,9 @@ class Failure:
     retry_after: int | None = None
 
 
-class FakeTelegram:
+class FakeTelegram(LocalServer):
     def __init__(self, token: str = "123:TEST", per_chat_interval_s: float | None = None) -> None:
+        super().__init__()
         self.token = token
         self.per_chat_interval_s = per_chat_interval_s
         self.messages: dict[int, dict[int, TgMessage]] = defaultdict(dict)
@@ -51,27 +54,14 @@ class FakeTelegram:
         self.answered: list[dict[str, Any]] = []
         self._next_id = 1
         self._last_send: dict[int, float] = {}
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.received = asyncio.Event()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> FakeTelegram:
-        app = web.Application(client_max_size=20 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail_next(
         self, method: str, status: int, description: str = "", retry_after: int | None = None
