@@ -99,9 +99,9 @@ async def test_the_model_narrates_a_grounded_context_and_streams(
 
 
 async def test_figures_and_ids_the_context_lacks_are_marked(record: SqliteRecord, ollama: FakeOllama) -> None:
-    ollama.answer = "Latency hit 999 ms [deadbeef], about 4 times normal [sig0feed]."
+    ollama.answer = "Latency hit 999 ms [deadbeef], about 4.5 times normal [sig0feed]."
     result = await answerer(record, ollama.host).answer(QUESTION)
-    assert result.unverified == ["999", "4"] and "999⚠" in result.text
+    assert result.unverified == ["999", "4.5"] and "999⚠" in result.text
     assert result.unknown_ids == ["deadbeef"] and "not in the evidence" in result.note
 
 
