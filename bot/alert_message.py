@@ -27,7 +27,7 @@ def alert_state(alert: Alert, note: Notification | None = None, tz: tzinfo = UTC
     if alert.status == "resolved":
         who = f" by {alert.resolved_by}" if alert.resolved_by else ""
         lasted = duration((alert.resolved_at or alert.updated_at) - alert.started_at)
-        return "resolved", f"resolved{who} after {lasted}"
+        return "resolved", f"fired {_clock(alert.started_at, tz)}, resolved{who} after {lasted}"
     if note is not None and alert.id in note.silenced_until:
         return "silenced", f"silenced until {_clock(note.silenced_until[alert.id], tz)}"
     if note is not None and alert.id in note.flapping:

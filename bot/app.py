@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,6 +48,7 @@ from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default
 from engine.schedule import BriefSchedule, BriefScheduler, parse_schedule
 from engine.signal import Signal
 from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
+from engine.supervise import Supervisor
 from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
 from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.documents import SqliteDocumentStore
@@ -80,6 +82,7 @@ class Runtime:
     notify_store: SqliteNotifyStore
     dispatcher: Dispatcher
     deliverer: Deliverer
+    supervisor: Supervisor
     access: Access = field(default_factory=lambda: Access({}))
     signer: CallbackSigner | None = None
     telegram: TelegramFrontEnd | None = None
@@ -87,9 +90,12 @@ class Runtime:
     routes: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = field(
         default_factory=list
     )
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self.supervisor.tasks
 
     async def close(self) -> None:
         for close in self.closers:
@@ -212,6 +218,7 @@ async def open_runtime(
         config=DeliveryConfig(timeout_s=settings.chat_timeout_s * 3),
     )
     dispatcher = Dispatcher(notify_store, routing, time.time, on_outbox=deliverer.wake)
+    supervisor = Supervisor()
     core = CommandCore(
         record,
         RetrievalAnswerer(record),
@@ -220,6 +227,7 @@ async def open_runtime(
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
         narrator=build_narrator(settings, record, embedder),
+        supervisor=supervisor,
     )
     sink = DispatchSink()
     sink.dispatcher = dispatcher
@@ -241,6 +249,7 @@ async def open_runtime(
         notify_store,
         dispatcher,
         deliverer,
+        supervisor,
     )
     rt.closers.extend(closers)
     rt.signer = signer
@@ -278,11 +287,11 @@ def start_chat_front_ends(rt: Runtime, stop: asyncio.Event) -> None:
     """Receive commands, questions and button presses from Telegram (and Slack)."""
     if rt.telegram is not None:
         telegram = rt.telegram
-        rt.tasks.append(asyncio.create_task(telegram.start(stop), name="telegram"))
+        rt.supervisor.spawn("telegram", lambda: telegram.start(stop), stop, once=True)
         rt.closers.insert(0, telegram.stop)
     if rt.slack is not None and rt.settings.slack_app_token:
         handler = AsyncSocketModeHandler(rt.slack.app, rt.settings.slack_app_token.get_secret_value())
-        rt.tasks.append(asyncio.create_task(_socket_mode(handler, stop), name="slack-socket-mode"))
+        rt.supervisor.spawn("slack-socket-mode", lambda: _socket_mode(handler, stop), stop, once=True)
         rt.closers.insert(0, handler.close_async)
 
 
@@ -379,7 +388,7 @@ def start_briefs(rt: Runtime, scheduler: AsyncIOScheduler) -> BriefScheduler | N
             log.warning("briefs wait: %s", exc)
 
     scheduler.add_job(
-        tick,
+        rt.supervisor.job("briefs", tick),
         "interval",
         seconds=60,
         id="briefs",
@@ -408,13 +417,10 @@ def start_notifications(rt: Runtime, stop: asyncio.Event) -> None:
     """Run the alert pipeline and delivery (in one process of a deployment at a time)."""
     lease = RedisLeader(rt.redis, rt.keys.dispatcher_lease, _host_tag(), rt.settings.lease_ms)
     leader = Leadership(lease)
-    rt.tasks.append(
-        asyncio.create_task(
-            rt.dispatcher.run(stop, rt.settings.dispatch_interval_s, leader), name="dispatcher"
-        )
-    )
-    rt.tasks.append(asyncio.create_task(rt.deliverer.run(stop, leader), name="deliverer"))
-    rt.tasks.append(asyncio.create_task(asyncio.to_thread(warm_up_charts), name="chart-warm-up"))
+    supervise = rt.supervisor.spawn
+    supervise("dispatcher", lambda: rt.dispatcher.run(stop, rt.settings.dispatch_interval_s, leader), stop)
+    supervise("deliverer", lambda: rt.deliverer.run(stop, leader), stop)
+    supervise("chart-warm-up", lambda: asyncio.to_thread(warm_up_charts), stop, once=True)
 
 
 class ChartMaker:
@@ -450,7 +456,7 @@ def start_workers(rt: Runtime, stop: asyncio.Event, count: int, prefix: str = "w
             name, rt.settings.shards, RedisShardLeases(rt.redis, rt.keys), rt.settings.lease_ms
         )
         worker = Worker(name, rt.queue, rt.processor, rt.sink, config, ownership=ownership)
-        rt.tasks.append(asyncio.create_task(worker.run(stop), name=worker.name))
+        rt.supervisor.spawn(worker.name, partial(worker.run, stop), stop)
 
 
 async def start_http(rt: Runtime, host: str | None = None, port: int | None = None) -> int:
@@ -458,6 +464,7 @@ async def start_http(rt: Runtime, host: str | None = None, port: int | None = No
     app = build_app(
         rt.ingest,
         {"redis": rt.queue.ping, "sqlite": rt.record.ping},
+        loops=rt.supervisor.problems,
         token=rt.settings.ingest_token.get_secret_value() if rt.settings.ingest_token else None,
         max_body_bytes=rt.settings.max_body_bytes,
     )
@@ -488,9 +495,10 @@ async def prune_old_signals(rt: Runtime) -> dict[str, int]:
 def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
     """The scheduler for periodic jobs: retention and the pull sources (briefs later)."""
     scheduler = AsyncIOScheduler(timezone=rt.settings.tz)
+    job = rt.supervisor.job
     for name, poll in pull_sources(rt).items():
         scheduler.add_job(
-            poll,
+            job(name, poll),
             "interval",
             seconds=rt.settings.pull_interval_s,
             id=name,
@@ -503,7 +511,7 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
         indexer = narrator.retrieval.retriever.indexer
         if indexer is not None:
             scheduler.add_job(
-                indexer.sync,
+                job("index-sync", indexer.sync),
                 "interval",
                 seconds=30,
                 id="index",
@@ -512,7 +520,7 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
                 next_run_time=datetime.now(rt.settings.tz),
             )
             scheduler.add_job(
-                indexer.rebuild,
+                job("index-compaction", indexer.rebuild),
                 "cron",
                 hour=4,
                 minute=17,
@@ -521,10 +529,9 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
                 coalesce=True,
             )
     scheduler.add_job(
-        prune_old_signals,
+        job("retention", partial(prune_old_signals, rt)),
         "interval",
         hours=1,
-        args=[rt],
         id="retention",
         next_run_time=datetime.now(rt.settings.tz),
         max_instances=1,

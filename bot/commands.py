@@ -30,6 +30,7 @@ from engine.narrate import ModelAnswerer, Partial
 from engine.risk import ChangeRef
 from engine.routing import alert_labels
 from engine.silences import Silence
+from engine.supervise import Supervisor
 from engine.text import clock as _clock
 from engine.text import duration, fmt, parse_duration
 
@@ -120,8 +121,10 @@ class CommandCore:
         chart_dir: Path | None = None,
         tz: tzinfo = UTC,
         narrator: ModelAnswerer | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.narrator = narrator
+        self.supervisor = supervisor
         self.record = record
         self.answerer = answerer
         self.clock = clock
@@ -197,9 +200,19 @@ async def _status(core: CommandCore, ctx: CommandContext, args: list[str]) -> Re
         )
     if core.delivery is not None:
         blocks += await _delivery_lines(core.delivery, now)
+    if core.supervisor is not None:
+        blocks += _background_lines(core.supervisor)
     acked = sum(1 for a in alerts if a.acked_by)
     title = f"{len(alerts)} alert(s) open" + (f", {acked} acknowledged" if acked else "")
     return Reply(title=title, blocks=tuple(blocks))
+
+
+def _background_lines(supervisor: Supervisor) -> list[str]:
+    """Background loops that are down, and loops or jobs that have failed since start."""
+    down = supervisor.problems()
+    lines = [f"⚠ {name} is not running: {why}" for name, why in down.items()]
+    lines += [h.line() for h in supervisor.health.values() if h.failures and h.name not in down]
+    return ["Background work:\n" + "\n".join(lines)] if lines else []
 
 
 def _silenced_until(alert: Alert, silences: list[Silence], now: float) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -23,6 +23,8 @@ Check = Callable[[], Awaitable[bool]]
 
 INGEST_KEY = web.AppKey("ingest", Ingest)
 CHECKS_KEY = web.AppKey("checks", dict[str, Check])
+LoopProblems = Callable[[], Mapping[str, str]]
+LOOPS_KEY: web.AppKey[LoopProblems] = web.AppKey("loops")
 TOKEN_KEY = web.AppKey("token", str)
 MAX_BODY_KEY = web.AppKey("max_body", int)
 
@@ -135,18 +137,28 @@ async def readyz(request: web.Request) -> web.Response:
             return False
 
     results = await asyncio.gather(*(run(c) for c in checks.values()))
-    states = {name: "ok" if ok else "unavailable" for name, ok in zip(checks, results, strict=True)}
-    ready = all(results)
+    states: dict[str, Any] = {
+        name: "ok" if ok else "unavailable" for name, ok in zip(checks, results, strict=True)
+    }
+    down = request.app[LOOPS_KEY]()
+    states["loops"] = down or "ok"  # a background loop that is not running is an outage too
+    ready = all(results) and not down
     return json_response({"ready": ready, **states}, status=200 if ready else 503)
 
 
 def build_app(
-    ingest: Ingest, checks: dict[str, Check], *, token: str | None, max_body_bytes: int
+    ingest: Ingest,
+    checks: dict[str, Check],
+    *,
+    token: str | None,
+    max_body_bytes: int,
+    loops: Callable[[], Mapping[str, str]] = dict,
 ) -> web.Application:
     """The aiohttp application; other front ends (Slack HTTP mode) add their routes to it."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware])
     app[INGEST_KEY] = ingest
     app[CHECKS_KEY] = checks
+    app[LOOPS_KEY] = loops
     app[TOKEN_KEY] = token or ""
     app[MAX_BODY_KEY] = max_body_bytes
     app.router.add_post("/v1/signals", post_signals)

@@ -91,6 +91,8 @@ class SlackNotifier:
                 calls += 1
             except DeliveryFailed as exc:  # the alert is out; a missing chart is not worth a duplicate
                 log.warning("Slack chart upload for group %s failed: %s", note.group_id, exc)
+            except Exception:  # slack-sdk itself broke on the reply (seen: a TypeError): same reasoning
+                log.exception("Slack chart upload for group %s failed inside slack-sdk", note.group_id)
         return SentMessage(f"{channel}/{ts}", "text", calls)
 
     async def update(self, chat: str, message: SentMessage, note: Notification) -> SentMessage:

@@ -17,6 +17,7 @@ from engine.signal import SEVERITY_RANK, Signal
 
 AlertStatus = Literal["firing", "resolved"]
 Change = Literal["opened", "updated", "escalated", "flapping", "resolved"]
+NEW: frozenset[Change] = frozenset({"opened", "flapping"})  # the changes an alert can start with
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +105,14 @@ def decide(
     open_alerts: Mapping[str, Alert],
     policy: AlertPolicy,
 ) -> list[AlertChange]:
-    """The alert changes this batch causes, in the order they happened."""
+    """The alert changes this batch causes, one per alert, in the order they happened.
+
+    The result does not depend on how the stream was cut into batches: an alert that
+    opened and resolved within this batch is still one record (status resolved), and a
+    series that opened twice here gives two alerts.
+    """
     current = dict(open_alerts)
-    changes: dict[str, AlertChange] = {}
+    changes: dict[str, AlertChange] = {}  # by alert id
     events: list[tuple[float, int, Observation | Signal]] = [
         (o.signal.ts, i, o) for i, o in enumerate(observations)
     ]
@@ -119,11 +125,11 @@ def decide(
         if change is None:
             continue
         current[change.alert.group_key] = change.alert
-        previous = changes.get(change.alert.group_key)
+        previous = changes.get(change.alert.id)
         # Opened then updated in one batch is still news of an opening.
-        if previous is not None and previous.change == "opened" and change.change != "resolved":
-            change = AlertChange(change.alert, "opened")
-        changes[change.alert.group_key] = change
+        if previous is not None and previous.change in NEW and change.change != "resolved":
+            change = AlertChange(change.alert, previous.change)
+        changes[change.alert.id] = change
     return list(changes.values())
 
 

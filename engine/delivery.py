@@ -255,6 +255,12 @@ class Deliverer:
         except TimeoutError:
             failure = DeliveryFailed(f"no answer within {self.config.timeout_s:.0f}s", retryable=True)
             return await self._failed(notifier.platform, chat, batch, failure)
+        except Exception as exc:  # a bug in a notifier or its library: this row retries, the rest go on
+            log.exception(
+                "outbox: unexpected error sending %s to %s:%s", batch[0].group_id, notifier.platform, chat
+            )
+            failure = DeliveryFailed(f"unexpected error: {type(exc).__name__}: {exc}", retryable=True)
+            return await self._failed(notifier.platform, chat, batch, failure)
         for _ in range(sent.calls - 1):
             self.throttles[notifier.platform].take(chat, self.clock())
         replaced = (
@@ -289,6 +295,9 @@ class Deliverer:
             return await self.charts(note)
         except (RecordUnavailable, ValueError, OSError) as exc:  # a chart is a nice-to-have
             log.warning("no chart for group %s: %s", note.group_id, exc)
+            return None
+        except Exception:  # a charting bug must not hold the alert back: post it without one
+            log.exception("no chart for group %s: unexpected error while drawing it", note.group_id)
             return None
 
     async def _failed(self, platform: str, chat: str, batch: Sequence[Delivery], exc: DeliveryFailed) -> int:

@@ -80,6 +80,10 @@ class GroupBatch:
     silenced_until: dict[str, float] = field(default_factory=dict)  # alert id → end of its silence
     inhibited: set[str] = field(default_factory=set)
     flapping: set[str] = field(default_factory=set)  # alert group keys
+    # Resolved alerts no notification has taken up yet (opened and closed between two ticks,
+    # or in one worker batch): still news, as "fired and resolved".
+    untold: set[str] = field(default_factory=set)
+    merged: set[str] = field(default_factory=set)  # older alerts of a series a newer one stands for
     toggles: dict[str, tuple[int, float]] = field(default_factory=dict)
     reason: str | None = None
     urgent: bool = False  # people acted, or a critical alert arrived: skip the wait
@@ -92,7 +96,10 @@ class GroupBatch:
             self._index[alert.group_key] = len(self.alerts)
             self.alerts.append(alert)
         elif alert.started_at >= self.alerts[at].started_at:
+            self.merged.add(self.alerts[at].id)
             self.alerts[at] = alert
+        else:
+            self.merged.add(alert.id)
 
     def muted(self, alert: Alert) -> bool:
         return alert.id in self.silenced_until or alert.id in self.inhibited
@@ -102,12 +109,13 @@ class GroupBatch:
         return self.state.members if self.state else {}
 
     def visible(self) -> list[Alert]:
-        """Alerts the message shows: unmuted firing ones, and those it already told about."""
-        return [
-            a
-            for a in self.alerts
-            if a.group_key in self.told or (a.status != "resolved" and not self.muted(a))
-        ]
+        """Alerts the message shows: unmuted firing or untold ones, and those it already told about."""
+        return [a for a in self.alerts if self.shows(a)]
+
+    def shows(self, alert: Alert) -> bool:
+        if alert.id in self.untold:
+            return not self.muted(alert)
+        return alert.group_key in self.told or (alert.status != "resolved" and not self.muted(alert))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +186,7 @@ class Notification:
 def silence(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     """Mark firing alerts an active silence covers (they stay in a message that told of them)."""
     for alert in batch.alerts:
-        if alert.status == "resolved":
+        if alert.status == "resolved" and alert.id not in batch.untold:
             continue
         labels = alert_labels(alert)
         ends = [s.ends_at for s in view.silences if s.mutes(labels, view.now)]
@@ -192,7 +200,7 @@ def inhibit(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     if not view.inhibit_rules:
         return batch
     for alert in batch.alerts:
-        if alert.status == "resolved":
+        if alert.status == "resolved" and alert.id not in batch.untold:
             continue
         labels = alert_labels(alert)
         for rule in view.inhibit_rules:
@@ -232,6 +240,7 @@ def dedup(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     visible = batch.visible()
     firing = [a for a in visible if a.status != "resolved"]
     loud = [a for a in firing if not batch.muted(a)]
+    loud += [a for a in visible if a.id in batch.untold]  # unmuted by `visible`
     if batch.state is None or batch.state.last_sent is None:
         if not loud:
             return None
@@ -298,7 +307,7 @@ def _people_changed(before: str, after: str) -> bool:
 
 def _reminder_due(now: float, batch: GroupBatch, loud: Sequence[Alert]) -> bool:
     assert batch.state is not None and batch.state.last_sent is not None
-    waiting = [a for a in loud if not a.acked_by and (a.snoozed_until or 0) <= now]
+    waiting = [a for a in loud if a.status != "resolved" and not a.acked_by and (a.snoozed_until or 0) <= now]
     return bool(waiting) and now >= batch.state.last_sent + batch.route.timing.repeat_interval
 
 
@@ -313,6 +322,12 @@ class GroupUpdate:
     closed: bool
     notification: Notification | None
     destinations: tuple[Destination, ...]
+    settled: tuple[str, ...] = ()  # untold resolved alerts nobody will be told of (muted)
+
+    def taken_up(self) -> set[str]:
+        """Alerts this update deals with for good: the ones it tells of, and the settled ones."""
+        told = {a.id for a in self.notification.alerts} if self.notification else set()
+        return told | set(self.settled)
 
 
 class NotifyStore(Protocol):
@@ -403,7 +418,7 @@ class Dispatcher:
         firing = [a for a in alerts if a.status != "resolved"]
         view = TickView(now, await self.store.active_silences(now), firing, self.routing.inhibit_rules)
         batches = self._group(alerts, groups, now)
-        updates = [u for b in batches.values() if (u := self._process(view, b)) is not None]
+        updates = [u for b in batches.values() if (u := self._process_safely(view, b)) is not None]
         if updates:
             await self.store.write_groups(updates, now)
             crash_point("dispatch:after-outbox")
@@ -418,11 +433,11 @@ class Dispatcher:
         batches: dict[str, GroupBatch] = {}
         for alert in alerts:
             labels = alert_labels(alert)
-            if alert.status == "resolved":  # only news to the group that was told it fired
-                told_key = told_by_id.get(alert.id)
-                route = self._route_of(told_key) if told_key else None
-                placed = [(route, told_key)] if route and told_key else []
-            else:
+            told_key = told_by_id.get(alert.id)
+            if alert.status == "resolved" and told_key:  # news to the group that was told it fired
+                route = self._route_of(told_key)
+                placed = [(route, told_key)] if route else []
+            else:  # firing, or resolved before any notification took it up
                 placed = [(r, group_key(r, labels)) for r in self.routing.routes_for(labels)]
             for route, key in placed:
                 batch = batches.get(key)
@@ -433,6 +448,8 @@ class Dispatcher:
                     )
                     batches[key] = batch
                 batch.add(alert)
+                if alert.status == "resolved" and not told_key:
+                    batch.untold.add(alert.id)
         # Groups whose alerts are all gone from the live set still need closing.
         for key, state in groups.items():
             if key not in batches and (route := self._route_of(key)) is not None:
@@ -445,8 +462,29 @@ class Dispatcher:
         path = key.split("|", 1)[0]
         return _find_route(self.routing.root, path)
 
+    def _process_safely(self, view: TickView, batch: GroupBatch) -> GroupUpdate | None:
+        """One group's update; a bug that one group's alerts trigger does not hold back the others."""
+        try:
+            return self._process(view, batch)
+        except Exception:
+            log.exception("alert group %s skipped this tick: unexpected error", batch.key)
+            return None
+
     def _process(self, view: TickView, batch: GroupBatch) -> GroupUpdate | None:
         out = run_stages(self.stages, view, batch)
+        update = self._outcome(view, batch, out)
+        # Untold resolved alerts that stay muted, or that a newer alert of their series stands
+        # for in the message that goes out: stop reading them.
+        settled = tuple(a.id for a in batch.alerts if a.id in batch.untold and not batch.shows(a))
+        if update is not None and update.notification is not None:
+            settled += tuple(sorted(batch.merged & batch.untold))
+        if not settled:
+            return update
+        if update is not None:
+            return replace(update, settled=settled)
+        return GroupUpdate(batch.state or _new_state(batch, view.now), batch.state is None, None, (), settled)
+
+    def _outcome(self, view: TickView, batch: GroupBatch, out: GroupBatch | None) -> GroupUpdate | None:
         state = batch.state
         if out is None:
             if state is None:

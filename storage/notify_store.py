@@ -32,7 +32,9 @@ class SqliteNotifyStore:
 
     async def live_alerts(self, extra_ids: Sequence[str]) -> list[Alert]:
         rows = await self.record._rows(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved'", (), "reading live alerts"
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' OR told = 0",
+            (),
+            "reading live alerts",
         )
         seen = {r[0] for r in rows}
         wanted = sorted(set(extra_ids) - seen)
@@ -62,6 +64,14 @@ class SqliteNotifyStore:
     async def write_groups(self, updates: Sequence[GroupUpdate], now: float) -> None:
         async with self.record.transaction():
             conn = self.record.conn
+            taken_up = sorted({i for u in updates for i in u.taken_up()})
+            if taken_up:
+                await guarded(
+                    lambda: self.record._execute_in(
+                        "UPDATE alerts SET told = 1 WHERE told = 0 AND id IN ({marks})", taken_up
+                    ),
+                    "marking alerts as taken up",
+                )
             for u in updates:
                 s = u.state
                 members = {

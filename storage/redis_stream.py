@@ -103,6 +103,15 @@ class RedisSignalQueue:
                     raise
             self._ready.add(shard)
 
+    def _group_lost(self, exc: redis_errors.ResponseError) -> None:
+        """A stream or its group vanished (Redis restarted empty): recreate them at the next call."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        if self._ready:
+            log.info("signal stream consumer group missing (Redis restarted empty?); recreating it")
+        self._ready.clear()
+        self._reclaim_cursors.clear()
+
     async def publish(self, signals: Sequence[Signal], received_at: float) -> list[str]:
         received = repr(received_at).encode()
         by_shard: dict[int, list[Signal]] = {}
@@ -144,9 +153,7 @@ class RedisSignalQueue:
                 "reading signals",
             )
         except redis_errors.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self._ready.clear()  # a stream was deleted under us (Redis restarted empty): recreate
+            self._group_lost(exc)
             return []
         if not reply:
             return []
@@ -160,17 +167,21 @@ class RedisSignalQueue:
         out: list[QueuedSignal] = []
         for shard in self._all(shards):
             await self.ensure_group([shard])
-            reply = await guarded(
-                lambda s=shard: self.redis.xautoclaim(  # type: ignore[misc]
-                    self.keys.stream(s),
-                    self.keys.group,
-                    consumer,
-                    min_idle_time=min_idle_ms,
-                    start_id=self._reclaim_cursors.get(s, "0-0"),
-                    count=count,
-                ),
-                "reclaiming pending signals",
-            )
+            try:
+                reply = await guarded(
+                    lambda s=shard: self.redis.xautoclaim(  # type: ignore[misc]
+                        self.keys.stream(s),
+                        self.keys.group,
+                        consumer,
+                        min_idle_time=min_idle_ms,
+                        start_id=self._reclaim_cursors.get(s, "0-0"),
+                        count=count,
+                    ),
+                    "reclaiming pending signals",
+                )
+            except redis_errors.ResponseError as exc:
+                self._group_lost(exc)
+                continue
             cursor, entries = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             self._reclaim_cursors[shard] = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
@@ -248,10 +259,14 @@ class RedisSignalQueue:
         await self.ensure_group()
         total = 0
         for shard in range(self.shards):
-            info = await guarded(
-                lambda s=shard: self.redis.xpending(self.keys.stream(s), self.keys.group),  # type: ignore[misc]
-                "counting pending",
-            )
+            try:
+                info = await guarded(
+                    lambda s=shard: self.redis.xpending(self.keys.stream(s), self.keys.group),  # type: ignore[misc]
+                    "counting pending",
+                )
+            except redis_errors.ResponseError as exc:
+                self._group_lost(exc)
+                continue
             total += int(info["pending"] if isinstance(info, dict) else info[0])
         return total
 

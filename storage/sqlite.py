@@ -210,6 +210,13 @@ MIGRATIONS: list[str] = [
         position REAL NOT NULL
     );
     """,
+    # 7: whether the dispatcher has taken up an alert (one that opened and resolved before any
+    # tick is still announced); alerts recorded before this migration count as taken up.
+    """
+    ALTER TABLE alerts ADD COLUMN told INTEGER NOT NULL DEFAULT 0;
+    UPDATE alerts SET told = 1;
+    CREATE INDEX alerts_untold ON alerts (told) WHERE told = 0;
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
@@ -323,6 +330,11 @@ class SqliteRecord:
             query = sql.format(marks=",".join("?" * len(chunk)))
             rows += await self._rows(query, [*chunk, *after], what)
         return rows
+
+    async def _execute_in(self, sql: str, values: list[str]) -> None:
+        """Run a write with `{marks}` bound to `values`, in chunks (inside the caller's transaction)."""
+        for chunk in _chunks(values, 900):
+            await self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
 
     async def firing_alerts(self, limit: int = 50) -> list[Alert]:
         rows = await self._rows(
@@ -531,18 +543,22 @@ class SqliteTransaction:
         return frozenset(applied)
 
     async def _write_alert(self, change: AlertChange) -> bool:
+        """Upsert by id: a newer version updates, an unknown alert is inserted whatever its change.
+
+        An alert that opened and resolved inside one batch arrives as `resolved` and must be
+        inserted all the same. OR IGNORE: another worker may have opened this group a moment
+        ago (the unique open-group index), or a newer version is already there.
+        """
         alert = change.alert
         row = _alert_row(alert)
         before = self.conn.total_changes
-        if change.change == "opened":
-            # OR IGNORE: another worker may have opened this group a moment ago.
+        sets = ", ".join(f"{c.strip()}=?" for c in _ALERT_COLUMNS.split(",")[1:])
+        await self.conn.execute(
+            f"UPDATE alerts SET {sets} WHERE id=? AND version<?", (*row[1:], alert.id, alert.version)
+        )
+        if self.conn.total_changes == before:
             await self.conn.execute(
                 f"INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS}) VALUES ({','.join('?' * len(row))})", row
-            )
-        else:
-            sets = ", ".join(f"{c.strip()}=?" for c in _ALERT_COLUMNS.split(",")[1:])
-            await self.conn.execute(
-                f"UPDATE alerts SET {sets} WHERE id=? AND version<?", (*row[1:], alert.id, alert.version)
             )
         return self.conn.total_changes > before
 

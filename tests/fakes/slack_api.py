@@ -62,6 +62,7 @@ class FakeSlack(LocalServer):
         self.channels: dict[str, list[SlackMessage]] = defaultdict(list)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.failures: defaultdict[str, deque[SlackFailure]] = defaultdict(deque)
+        self.odd: defaultdict[str, deque[Any]] = defaultdict(deque)  # HTTP 200, but misshapen
         self.uploads: dict[str, bytes] = {}
         self.responses: list[dict[str, Any]] = []  # what was posted to response URLs
         self._ts = 0
@@ -80,6 +81,10 @@ class FakeSlack(LocalServer):
         self.failures[method].append(
             SlackFailure(status, error or ("ratelimited" if status == 429 else "fatal_error"), retry_after)
         )
+
+    def answer_next(self, method: str, body: Any) -> None:
+        """Answer the next call of `method` with this body (HTTP 200): a reply the client does not expect."""
+        self.odd[method].append(body)
 
     def messages(self, channel: str) -> list[SlackMessage]:
         return self.channels[self.CHANNEL_IDS.get(channel, channel)]
@@ -105,6 +110,8 @@ class FakeSlack(LocalServer):
             return web.json_response(
                 {"ok": False, "error": failure.error}, status=failure.status, headers=headers
             )
+        if self.odd[method]:
+            return web.json_response(self.odd[method].popleft())
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})

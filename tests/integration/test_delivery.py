@@ -301,3 +301,32 @@ async def test_chart_goes_out_as_telegram_photo_and_slack_upload(rig: Rig, tmp_p
     await rig.put(replace(make_alert(), status="resolved", resolved_at=T0 + 60, version=2), change="resolved")
     await rig.run(advance=60)
     assert rig.telegram.chat(CHAT)[0].edits == 1 and len(rig.telegram.method_calls("editMessageCaption")) == 1
+
+
+async def test_a_library_bug_in_one_platform_does_not_stop_the_others(rig: Rig) -> None:
+    """An unexpected exception on one row is retried; the other chat's row goes out in the same step."""
+    rig.slack.answer_next("chat.postMessage", ["not", "an", "object"])  # slack-sdk meets a list
+    await rig.put(make_alert())
+    await rig.run()
+    assert len(rig.telegram.chat(CHAT)) == 1
+    assert rig.slack.messages(CHANNEL) == [] and sorted(await rig.statuses()) == ["pending", "sent"]
+    rig.clock.now += 5  # past the first backoff: the Slack row is retried and goes out once
+    await rig.deliverer.step()
+    assert len(rig.slack.messages(CHANNEL)) == 1 and await rig.statuses() == ["sent", "sent"]
+
+
+async def test_a_chart_upload_that_breaks_inside_slack_sdk_keeps_the_posted_alert(rig: Rig) -> None:
+    """files_upload_v2 raising from deep inside slack-sdk: the alert stays posted once, without a chart."""
+
+    async def chart(note: object) -> bytes:
+        return b"\x89PNG fake chart"
+
+    rig.deliverer.charts = chart
+    rig.slack.answer_next("files.getUploadURLExternal", {"ok": True})  # no upload_url, no file_id
+    await rig.put(make_alert())
+    await rig.run()
+    [posted] = rig.slack.messages(CHANNEL)
+    assert not posted.files and await rig.statuses() == ["sent", "sent"]
+    rig.clock.now += 600
+    await rig.deliverer.step()
+    assert len(rig.slack.messages(CHANNEL)) == 1  # not posted again

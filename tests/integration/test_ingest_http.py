@@ -155,7 +155,12 @@ async def test_health_needs_no_token_and_ready_checks_both_stores(
 ) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
-    assert ready.status == 200 and await ready.json() == {"ready": True, "redis": "ok", "sqlite": "ok"}
+    assert ready.status == 200 and await ready.json() == {
+        "ready": True,
+        "redis": "ok",
+        "sqlite": "ok",
+        "loops": "ok",
+    }
     await record.close()  # the record becomes unreachable
     down = await client.get("/readyz")
     assert down.status == 503 and (await down.json())["sqlite"] == "unavailable"

@@ -1,0 +1,136 @@
+"""Supervised background work: every loop and scheduled job is named, kept alive and visible.
+
+A loop that raises is logged with its name and traceback, counted, and restarted after
+a backoff (1 s doubling to a minute, reset once it has run a minute without failing).
+While it waits to restart it is not running: `/readyz` answers 503 naming it and
+`/status` shows it with its last error. A scheduled job that raises is logged and
+counted; the next run is its retry. Nothing here swallows cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+LoopState = Literal["running", "restarting", "stopped", "done"]
+
+
+@dataclass(slots=True)
+class LoopHealth:
+    """How one background loop or job is doing."""
+
+    name: str
+    kind: Literal["loop", "job"]
+    state: LoopState = "running"
+    runs: int = 0  # loop starts, or job runs
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def line(self) -> str:
+        """One line for `/status`."""
+        text = f"{self.name}: {self.state if self.kind == 'loop' else f'{self.runs} runs'}"
+        if self.failures:
+            text += f", {self.failures} failures (last: {self.last_error})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    min_s: float = 1.0
+    max_s: float = 60.0
+    healthy_after_s: float = 60.0  # a loop that ran this long without failing starts afresh
+
+
+class Supervisor:
+    """Starts named loops, restarts them when they fail, and reports on them."""
+
+    def __init__(self, backoff: Backoff = Backoff(), clock: Callable[[], float] = time.monotonic) -> None:
+        self.backoff = backoff
+        self.clock = clock
+        self.health: dict[str, LoopHealth] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def spawn(
+        self, name: str, run: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, once: bool = False
+    ) -> asyncio.Task[None]:
+        """Run `run()` until `stop`; restart it whenever it fails (`once`: done when it returns)."""
+        self.health[name] = LoopHealth(name, "loop")
+        task = asyncio.create_task(self._keep(name, run, stop, once), name=name)
+        self.tasks.append(task)
+        return task
+
+    async def _keep(
+        self, name: str, run: Callable[[], Awaitable[Any]], stop: asyncio.Event, once: bool
+    ) -> None:
+        health = self.health[name]
+        delay = self.backoff.min_s
+        while not stop.is_set():
+            health.state, health.runs = "running", health.runs + 1
+            started = self.clock()
+            try:
+                await run()
+                if once or stop.is_set():
+                    break
+                raise RuntimeError("the loop returned although nothing asked it to stop")
+            except Exception as exc:
+                if self.clock() - started >= self.backoff.healthy_after_s:
+                    delay = self.backoff.min_s
+                self._failed(health, exc)
+                log.exception(
+                    "background loop %s failed (%d so far); restarting in %.0fs", name, health.failures, delay
+                )
+            health.state = "restarting"
+            if await _stopped_within(stop, delay):
+                break
+            delay = min(delay * 2, self.backoff.max_s)
+        health.state = "done" if once and not stop.is_set() else "stopped"
+
+    def job(self, name: str, run: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+        """A scheduled job that logs and counts its failures instead of raising into the scheduler."""
+        health = self.health.setdefault(name, LoopHealth(name, "job"))
+
+        async def supervised() -> None:
+            health.runs += 1
+            try:
+                await run()
+            except Exception as exc:
+                self._failed(health, exc)
+                log.exception(
+                    "scheduled job %s failed (%d so far); it runs again at its next time",
+                    name,
+                    health.failures,
+                )
+
+        return supervised
+
+    def _failed(self, health: LoopHealth, exc: BaseException) -> None:
+        health.failures += 1
+        health.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        health.last_error_at = time.time()
+
+    def problems(self) -> dict[str, str]:
+        """Loops that should be running and are not, with why (empty: all well)."""
+        return {
+            h.name: f"restarting after {h.last_error}"
+            for h in self.health.values()
+            if h.kind == "loop" and h.state == "restarting"
+        }
+
+    def lines(self) -> list[str]:
+        """What `/status` shows: each loop and job with its state and failures."""
+        return [h.line() for h in sorted(self.health.values(), key=lambda h: (h.kind, h.name))]
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
