@@ -45,8 +45,13 @@ class ProbeConfig(BaseModel):
 class Settings(BaseSettings):
     """Every knob, with the defaults the embedded demo runs on."""
 
+    # env_ignore_empty: `SIGOPS_X=` (as `.env.example` has it) means unset, not an empty value.
     model_config = SettingsConfigDict(
-        env_prefix="SIGOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="SIGOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
     )
 
     # Storage
@@ -135,6 +140,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{who!r}: write platform:user_id, e.g. telegram:123456 or slack:U0123")
         return roles
 
+    @field_validator("callback_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < 16:
+            raise ValueError("needs at least 16 characters (e.g. `openssl rand -hex 32`), or leave it unset")
+        return secret
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:
@@ -181,6 +193,11 @@ class Settings(BaseSettings):
         return notes
 
 
+def _where(part: str | int) -> str:
+    """A nested location in a JSON setting: `[0]` for list items, `.query` for fields."""
+    return f"[{part}]" if isinstance(part, int) else f".{part}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (and `.env`); a bad value names the variable."""
     try:
@@ -192,7 +209,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
-            name = "SIGOPS_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+            loc = error["loc"]
+            name = "SIGOPS_" + str(loc[0]).upper() + "".join(_where(p) for p in loc[1:])
             message = str(error["msg"]).removeprefix("Value error, ")
             given = error.get("input")
             shown = (

@@ -160,3 +160,61 @@ async def test_forecast_reads_the_record(tmp_path: Path) -> None:
     )
     unknown = run(["forecast", "search.queue_depth"], tmp_path, env=env)
     assert unknown.returncode == 2 and "give one with --limit" in unknown.stderr
+
+
+def test_serve_starts_from_a_copy_of_the_documented_env_file(tmp_path: Path) -> None:
+    """The README's path: `cp .env.example .env && sigops serve` (empty values mean unset)."""
+    import shutil
+    import time
+    import urllib.request
+
+    from tests.conftest import REDIS_URL, free_port
+
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    env = {
+        **clean,
+        "PYTHONPATH": str(ROOT),
+        # Only what keeps the test off shared resources; everything else comes from the copied .env.
+        "SIGOPS_REDIS_URL": REDIS_URL,
+        "SIGOPS_REDIS_PREFIX": f"test-envfile-{os.getpid()}",
+        "SIGOPS_HTTP_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = None
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    ready = json.loads(response.read())
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert ready is not None and ready["ready"] is True
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{env['SIGOPS_REDIS_PREFIX']}*"):
+            client.delete(key)
+        client.close()
+    assert "Traceback" not in err and "bad settings" not in err
+    assert (tmp_path / "data" / "sigops.db").exists()  # SIGOPS_DATA_DIR=./data, relative to where it runs
+
+
+def test_a_short_callback_secret_is_a_settings_error(tmp_path: Path) -> None:
+    result = run(["ask", "anything"], tmp_path, env={"SIGOPS_CALLBACK_SECRET": "short"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SIGOPS_CALLBACK_SECRET: needs at least 16 characters" in result.stderr

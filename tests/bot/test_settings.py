@@ -46,3 +46,28 @@ def test_bad_values_name_the_setting(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=fragment):
         load_settings()
+
+
+def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGOPS_ROUTING_FILE", "")
+    monkeypatch.setenv("SIGOPS_CALLBACK_SECRET", "")
+    monkeypatch.setenv("SIGOPS_HTTP_PORT", "")
+    settings = load_settings()
+    assert settings.routing_file is None and settings.callback_secret is None and settings.http_port == 8080
+
+
+def test_a_bad_json_setting_names_the_item_and_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGOPS_PROMETHEUS_QUERIES", '[{"name": "checkout.rps"}]')
+    with pytest.raises(ConfigError, match=r"SIGOPS_PROMETHEUS_QUERIES\[0\]\.query: Field required"):
+        load_settings()
+
+
+def test_compose_keeps_the_record_in_its_volume_whatever_env_says() -> None:
+    """Compose's `environment` wins over `env_file`: the data dir and port are pinned there."""
+    import yaml
+
+    sigops = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["sigops"]
+    mounts = {v.split(":")[1] for v in sigops["volumes"]}
+    assert sigops["environment"]["SIGOPS_DATA_DIR"] in mounts
+    published = {p.split(":")[1] for p in sigops["ports"]}
+    assert sigops["environment"]["SIGOPS_HTTP_PORT"] in published
