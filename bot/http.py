@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from engine.errors import PayloadError, QueueUnavailable
 from engine.ingest import Ingest, IngestResult, decode_body
@@ -23,6 +25,7 @@ Check = Callable[[], Awaitable[bool]]
 
 INGEST_KEY = web.AppKey("ingest", Ingest)
 CHECKS_KEY = web.AppKey("checks", dict[str, Check])
+ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 LoopProblems = Callable[[], Mapping[str, str]]
 LOOPS_KEY: web.AppKey[LoopProblems] = web.AppKey("loops")
 TOKEN_KEY = web.AppKey("token", str)
@@ -45,10 +48,19 @@ async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every failure becomes a JSON error that says what went wrong; never a traceback."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ACCEPTED_ENCODINGS:
+        return _error(415, f"Content-Encoding {encoding!r} is not accepted; send gzip, deflate or none")
     try:
+        if encoding not in ("", "identity"):
+            await request.read()  # decompress here, where a broken body becomes a 400
         return await handler(request)
     except PayloadError as exc:
         return _error(exc.status, str(exc))
+    except (RequestPayloadError, ContentEncodingError) as exc:
+        return _error(
+            400, f"the body could not be read as sent (Content-Encoding {encoding or 'none'}): {exc}"
+        )
     except QueueUnavailable as exc:
         log.warning("ingest refused, Redis unavailable: %s", exc)
         return _error(503, "signal stream unavailable (Redis); nothing was stored, retry later")
@@ -146,6 +158,32 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"ready": ready, **states}, status=200 if ready else 503)
 
 
+class _BadBodyLines(logging.Filter):
+    """aiohttp logs a body it cannot decompress with a traceback, twice: make that one short line.
+
+    The client already got a 400 from aiohttp; a broken body is the client's problem, not ours.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None and not isinstance(exc, ContentEncodingError):
+            exc = exc.__cause__ or exc.__context__
+        if exc is None:
+            return True
+        if record.getMessage() == "Unhandled exception":
+            return False  # the same failure as the "Error handling request" line
+        record.msg, record.args, record.exc_info = (
+            "refused a body that could not be decompressed: %s",
+            (exc,),
+            None,
+        )
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_BAD_BODY_LINES = _BadBodyLines()
+
+
 def build_app(
     ingest: Ingest,
     checks: dict[str, Check],
@@ -155,6 +193,7 @@ def build_app(
     loops: Callable[[], Mapping[str, str]] = dict,
 ) -> web.Application:
     """The aiohttp application; other front ends (Slack HTTP mode) add their routes to it."""
+    logging.getLogger("aiohttp.server").addFilter(_BAD_BODY_LINES)  # a set: adding it twice is one filter
     app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware])
     app[INGEST_KEY] = ingest
     app[CHECKS_KEY] = checks

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.request.internals import parse_body
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Access
@@ -34,6 +36,19 @@ THINKING = "🤔 Thinking…"
 _MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
 
 
+def _unreadable(raw: bytes, content_type: str) -> str | None:
+    """Why a (signed) body is not a Slack request bolt can read; None when it is one."""
+    try:
+        body = parse_body(raw.decode("utf-8"), content_type)
+    except (UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        return f"not a Slack request body: {str(exc)[:160]}"
+    if not isinstance(body, dict):
+        return f"not a Slack request body: expected an object, got {type(body).__name__}"
+    if not any(isinstance(body.get(k), str) for k in ("type", "command", "ssl_check")):
+        return "not a Slack request body: no type or command"
+    return None
+
+
 class SlackFrontEnd:
     def __init__(
         self,
@@ -47,6 +62,7 @@ class SlackFrontEnd:
         self.access = access
         self.signer = signer
         self.app = AsyncApp(client=client, signing_secret=signing_secret, request_verification_enabled=True)
+        self._verifier = SignatureVerifier(signing_secret)
         self.app.middleware(self._authorize)
         self.app.command("/sigops")(self._on_command)
         self.app.event("app_mention")(self._on_mention)
@@ -57,10 +73,28 @@ class SlackFrontEnd:
         """The aiohttp route for slash commands, events and interactions (HTTP mode)."""
 
         async def receive(request: web.Request) -> web.Response:
+            raw = await request.read()
+            problem = _unreadable(raw, request.content_type)
+            signed = problem is None or self._signed(raw, request.headers)
+            if problem and not signed:
+                return web.json_response({"error": "invalid request signature"}, status=401)
+            if problem:
+                log.warning("Slack: signed request with an unreadable body refused: %s", problem)
+                return web.json_response({"error": problem}, status=400)
+            # Readable but unsigned requests go to bolt, which answers them 401.
             response = await self.app.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(response)
 
         return EVENTS_PATH, receive
+
+    def _signed(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        """Whether Slack signed these bytes (a body that is not UTF-8 cannot have been)."""
+        try:
+            return self._verifier.is_valid(
+                raw, headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
+            )
+        except (UnicodeDecodeError, ValueError):
+            return False
 
     async def _authorize(
         self,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from aiohttp import web
 from telegram import Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ChatType, ParseMode
@@ -126,7 +127,14 @@ class TelegramFrontEnd:
             if not self.webhook_secret or not hmac.compare_digest(given, self.webhook_secret):
                 log.warning("Telegram webhook call with a wrong secret token from %s", request.remote)
                 return web.json_response({"error": "wrong secret token"}, status=401)
-            update = Update.de_json(await request.json(), self.bot)
+            try:
+                data = orjson.loads(await request.read())
+                if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+                    raise ValueError("not a Telegram Update object (no integer update_id)")
+                update = Update.de_json(data, self.bot)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson's error is a ValueError
+                log.warning("Telegram webhook: unreadable update refused: %s", str(exc)[:200])
+                return web.json_response({"error": f"unreadable update: {str(exc)[:200]}"}, status=400)
             await self.app.update_queue.put(update)
             return web.json_response({"ok": True})
 

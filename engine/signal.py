@@ -91,7 +91,11 @@ def parse_timestamp(raw: Any, *, now: float | None = None) -> float:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """The time as ISO-8601 for an error message; a number too far out for a date stays a number."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:g}"
 
 
 @dataclass(slots=True)

@@ -97,12 +97,17 @@ async def test_partly_bad_batch_stores_the_good_and_names_the_bad(
         {"series": "a.b", "value": "NaN", "ts": TS + 1},
         {"series": "a.b", "value": 2, "ts": TS + 2, "surprise": "kept"},
         {"value": 3},
+        {"series": "a.b", "value": 4, "ts": -1e300},  # far too old for any date: named, not a 500
     ]
     response = await client.post("/v1/signals", json=body, headers=AUTH)
     assert response.status == 202
     reply = await response.json()
     assert reply["accepted"] == 2
-    assert [(r["index"], r["errors"][0]["field"]) for r in reply["rejected"]] == [(1, "value"), (3, "series")]
+    assert [(r["index"], r["errors"][0]["field"]) for r in reply["rejected"]] == [
+        (1, "value"),
+        (3, "series"),
+        (4, "ts"),
+    ]
     await drain(worker)
     assert await record.count("signals") == 2
 
@@ -132,15 +137,29 @@ async def test_partly_bad_batch_stores_the_good_and_names_the_bad(
         ),
         (b"x" * (1024 * 1024 + 10), "application/json", 413, "larger than the limit"),
         (b'{"series": "a"}\nnot json\n', "application/x-ndjson", 400, "line 2 is not valid JSON"),
+        (b'[{"series": "a", "ts": -1e300, "value": 1}]', "application/json", 400, "before 2000"),
+        (b"\x78\x9cgarbage", "application/json; deflate", 400, "could not be read as sent"),
+        (b"abc", "application/json; x-bogus", 415, "Content-Encoding 'x-bogus' is not accepted"),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx(
     client: TestClient[Any, Any], body: bytes, content_type: str, status: int, fragment: str
 ) -> None:
-    headers = {**AUTH, "Content-Type": content_type} if content_type else AUTH
+    content_type, _, encoding = content_type.partition("; ")
+    headers = {**AUTH, "Content-Type": content_type} if content_type else dict(AUTH)
+    if encoding:
+        headers["Content-Encoding"] = encoding
     response = await client.post("/v1/signals", data=body, headers=headers)
     assert response.status == status
     assert fragment in json.dumps(await response.json())
+
+
+async def test_a_brotli_body_is_refused_not_dropped(client: TestClient[Any, Any]) -> None:
+    """aiohttp's parser refuses br itself (no brotli decoder here): a 400, the connection answered."""
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": "br"}
+    response = await client.post("/v1/signals", data=b"\x8b\x08not brotli", headers=headers)
+    assert response.status in (400, 415)
+    assert (await client.get("/healthz")).status == 200
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}])
