@@ -151,6 +151,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         scheduler = start_scheduler(rt)
         await stop.wait()
         scheduler.shutdown(wait=False)
+        await rt.supervisor.finish_jobs()
         await _finish(rt)
     finally:
         await rt.close()
@@ -342,7 +343,9 @@ async def _open_record(settings: Settings) -> SqliteRecord:
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     record = await _open_record(settings)
     try:
-        await run_repl(standalone_core(settings, record), asyncio.Event())
+        stop = asyncio.Event()
+        _stop_on_signals(stop)  # Ctrl-C ends the console at once, even while it waits for a line
+        await run_repl(standalone_core(settings, record), stop)
     finally:
         await record.close()
     return 0

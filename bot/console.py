@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, tzinfo
@@ -91,6 +92,65 @@ class ConsoleNotifier:
         return str(self._printed)
 
 
+class StdinLines:
+    """Lines from file descriptor 0, read without Python's buffered stdin.
+
+    A thread blocked in `input()` holds sys.stdin's lock, and the interpreter aborts at exit
+    (after Ctrl-C) trying to take it; `os.read` holds no lock.
+    """
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self._pending = b""
+
+    def __call__(self) -> str:
+        while b"\n" not in self._pending:
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                if self._pending:
+                    line, self._pending = self._pending, b""
+                    return line.decode(errors="replace")
+                raise EOFError
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+
+def _read_in_background(read_line: Callable[[], str]) -> asyncio.Queue[str | None]:
+    """Lines from `read_line` in a daemon thread (None at end of input).
+
+    Not the loop's executor: a thread blocked in input() would hold up the process's exit
+    after Ctrl-C until Enter; a daemon thread is simply left behind.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def run() -> None:
+        while True:
+            try:
+                line: str | None = read_line()
+            except (EOFError, OSError, ValueError):  # end of input, or stdin closed under us
+                line = None
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            except RuntimeError:  # the loop has closed: the console is gone
+                return
+            if line is None:
+                return
+
+    threading.Thread(target=run, name="console-input", daemon=True).start()
+    return queue
+
+
+async def _next_line(lines: asyncio.Queue[str | None], stop: asyncio.Event) -> str | None:
+    getter = asyncio.ensure_future(lines.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    getter.cancel()
+    stopper.cancel()
+    return getter.result() if getter in done else None
+
+
 def console_context() -> CommandContext:
     """The local user, who owns the terminal and so gets every role."""
     try:
@@ -104,7 +164,7 @@ async def run_repl(
     core: CommandCore,
     stop: asyncio.Event,
     *,
-    read_line: Callable[[], str] = input,
+    read_line: Callable[[], str] | None = None,
     out: TextIO | None = None,
 ) -> None:
     """Read commands until EOF, `quit` or `stop`; print each reply."""
@@ -112,10 +172,10 @@ async def run_repl(
     ctx = console_context()
     out.write("SigOps console: /help for commands, a plain question to ask, Ctrl-D to quit.\n")
     out.flush()
+    lines = _read_in_background(read_line or StdinLines())
     while not stop.is_set():
-        try:
-            line = await asyncio.to_thread(read_line)
-        except EOFError:
+        line = await _next_line(lines, stop)
+        if line is None:  # end of input, or stopped (Ctrl-C)
             break
         if line.strip().lower() in {"quit", "exit", "/quit", "/exit"}:
             break

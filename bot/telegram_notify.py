@@ -39,6 +39,7 @@ from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, escape, split
 from engine.delivery import SentMessage
 from engine.errors import DeliveryFailed
 from engine.notify import NEW_ALERTS, REPEAT, Notification
+from engine.throttle import MARGIN_S
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +73,9 @@ class TelegramNotifier:
 
     platform = "telegram"
 
-    def __init__(self, bot: Bot, signer: CallbackSigner, tz: tzinfo = UTC, pace_s: float = 1.0) -> None:
+    def __init__(
+        self, bot: Bot, signer: CallbackSigner, tz: tzinfo = UTC, pace_s: float = 1.0 + MARGIN_S
+    ) -> None:
         self.bot = bot
         self.signer = signer
         self.tz = tz

@@ -4,7 +4,8 @@ A loop that raises is logged with its name and traceback, counted, and restarted
 a backoff (1 s doubling to a minute, reset once it has run a minute without failing).
 While it waits to restart it is not running: `/readyz` answers 503 naming it and
 `/status` shows it with its last error. A scheduled job that raises is logged and
-counted; the next run is its retry. Nothing here swallows cancellation.
+counted; the next run is its retry. Cancellation passes through, except that of a job
+cut short at shutdown (`finish_jobs`), which is said in one line.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Supervisor:
         self.clock = clock
         self.health: dict[str, LoopHealth] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self._jobs_running: set[asyncio.Task[object]] = set()
+        self._closing = False
 
     def spawn(
         self, name: str, run: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, once: bool = False
@@ -98,8 +101,15 @@ class Supervisor:
 
         async def supervised() -> None:
             health.runs += 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._jobs_running.add(task)
             try:
                 await run()
+            except asyncio.CancelledError:
+                if not self._closing:
+                    raise
+                log.info("scheduled job %s was cut short by shutdown", name)  # its next run catches up
             except Exception as exc:
                 self._failed(health, exc)
                 log.exception(
@@ -107,8 +117,23 @@ class Supervisor:
                     name,
                     health.failures,
                 )
+            finally:
+                if task is not None:
+                    self._jobs_running.discard(task)
 
         return supervised
+
+    async def finish_jobs(self, timeout_s: float = 10.0) -> None:
+        """At shutdown: let running jobs finish (then cut them short) before the stores close."""
+        self._closing = True
+        running = set(self._jobs_running)
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=2)
 
     def _failed(self, health: LoopHealth, exc: BaseException) -> None:
         health.failures += 1

@@ -1,25 +1,37 @@
 """Send-rate limits per chat and overall, so a burst never meets a 429 storm.
 
-Telegram allows about 1 message per second in a chat, 20 per minute in a group and
-30 per second overall; Slack about 1 per second per channel. `ChatThrottle` keeps the
-recent send times and says how long to wait before the next one.
+Telegram's documented limits: about 1 message per second in a chat, 20 per minute in a
+group (not in a private chat), 30 per second overall; Slack about 1 per second per
+channel. The intervals keep a margin (1.1 s): a strict limiter counting exactly one
+second answers 429 to a sender that paces at exactly 1.000 s. `ChatThrottle` keeps
+the recent send times and says how long to wait before the next one.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MARGIN_S = 0.1  # added to a documented one-per-second interval
+
+
+def telegram_group(chat: str) -> bool:
+    """Telegram groups, supergroups and channels have negative ids; private chats positive."""
+    return chat.startswith("-")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    per_chat_interval_s: float = 1.0
+    per_chat_interval_s: float = 1.0 + MARGIN_S
     per_chat_per_minute: int = 20
     overall_per_second: int = 30
+    # Which chats the per-minute limit applies to (Telegram: groups only).
+    per_minute_applies: Callable[[str], bool] = field(default=lambda chat: True)
 
 
-TELEGRAM_LIMITS = Limits(1.0, 20, 30)
-SLACK_LIMITS = Limits(1.0, 60, 50)
+TELEGRAM_LIMITS = Limits(1.0 + MARGIN_S, 20, 30, telegram_group)
+SLACK_LIMITS = Limits(1.0 + MARGIN_S, 60, 50)
 
 
 class ChatThrottle:
@@ -39,7 +51,7 @@ class ChatThrottle:
             self._all.popleft()
         if sent:
             waits.append(sent[-1] + self.limits.per_chat_interval_s - now)
-            if len(sent) >= self.limits.per_chat_per_minute:
+            if len(sent) >= self.limits.per_chat_per_minute and self.limits.per_minute_applies(chat):
                 waits.append(sent[-self.limits.per_chat_per_minute] + 60 - now)
         if len(self._all) >= self.limits.overall_per_second:
             waits.append(self._all[-self.limits.overall_per_second] + 1 - now)

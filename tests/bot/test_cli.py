@@ -218,3 +218,30 @@ def test_a_short_callback_secret_is_a_settings_error(tmp_path: Path) -> None:
     result = run(["ask", "anything"], tmp_path, env={"SIGOPS_CALLBACK_SECRET": "short"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "SIGOPS_CALLBACK_SECRET: needs at least 16 characters" in result.stderr
+
+
+def test_ctrl_c_ends_the_chat_console_while_it_waits_for_a_line(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "chat"],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,  # held open: the console blocks reading a line, as at a terminal
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "SigOps console" in proc.stdout.readline()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=5)  # before: it waited for Enter
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode in (0, 130)
