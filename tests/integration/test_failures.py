@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.http import build_app
+from engine.errors import QueueUnavailable
 from engine.ingest import Ingest
 from engine.signal import Signal, make_signal
 from storage.keys import Keys
@@ -184,6 +186,7 @@ async def test_redis_down_means_503_with_retry_after_then_recovery(
     outage_setup: tuple[TestClient[Any, Any], RedisSignalQueue, aioredis.Redis],
     throwaway_redis: ThrowawayRedis,
     record: SqliteRecord,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, queue, client_redis = outage_setup
     body = [{"series": "a.b", "value": 1, "ts": TS}]
@@ -219,3 +222,37 @@ async def test_redis_down_means_503_with_retry_after_then_recovery(
         await asyncio.sleep(0.1)
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_redis_that_restarts_empty_gets_its_consumer_group_back_quietly(
+    outage_setup: tuple[TestClient[Any, Any], RedisSignalQueue, aioredis.Redis],
+    throwaway_redis: ThrowawayRedis,
+    record: SqliteRecord,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, queue, client_redis = outage_setup
+    worker = make_worker("w", queue, make_processor(record, client_redis, Keys("outage")), RecordingSink())
+    await queue.ensure_group()
+    await queue.publish([make_signal(series="a.b", value=1.0, ts=TS)], time.time())
+    await drain(worker)  # the worker has read: it knows the group exists
+    throwaway_redis.stop()
+    throwaway_redis.start()  # back, and empty: no stream, no group
+    caplog.set_level(logging.INFO)
+    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while True:  # the first calls may meet the reconnect; then reading resumes on its own
+        try:
+            await queue.publish([make_signal(series="a.b", value=2.0, ts=TS + 1)], time.time())
+            break
+        except QueueUnavailable:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    while await record.count("signals") < 2:
+        assert time.monotonic() < deadline, "the worker did not resume on the empty Redis"
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert "consumer group missing (Redis restarted empty?); recreating it" in caplog.text
+    assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
