@@ -62,6 +62,9 @@ class ActionResult:
 
 Mutation = Callable[[Alert], Alert | None]
 
+# Alerts whose state another system owns: they resolve when it says so.
+UPSTREAM_SOURCES = frozenset({"alertmanager", "grafana"})
+
 
 class ActionStore(Protocol):
     async def change_alerts(
@@ -113,9 +116,16 @@ class AlertActions:
         return await self._change(ref, mutate, actor, "unack", "no longer acknowledged", now)
 
     async def resolve(self, actor: Actor, ref: str, note: str = "") -> ActionResult:
+        """Resolve SigOps' own alerts. An alert that Alertmanager or Grafana still fires is theirs
+        to resolve: resolving it here would show RESOLVED for a live alert whose next (identical)
+        notification is deduplicated, so it is refused with a hint to silence it instead."""
         now = self.clock()
+        upstream: list[Alert] = []
 
         def mutate(a: Alert) -> Alert | None:
+            if a.status != "resolved" and a.source in UPSTREAM_SOURCES:
+                upstream.append(a)
+                return None
             if a.status == "resolved":
                 return None
             return replace(
@@ -128,7 +138,18 @@ class AlertActions:
                 version=a.version + 1,
             )
 
-        return await self._change(ref, mutate, actor, "resolve", "resolved", now)
+        result = await self._change(ref, mutate, actor, "resolve", "resolved", now)
+        if not upstream:
+            return result
+        names = ", ".join(sorted({f"{a.title} [{a.id}]" for a in upstream}))
+        hint = (
+            f"Not resolved: {names} still fires in {'/'.join(sorted({a.source for a in upstream}))}, "
+            f"which resolves it when the condition clears. To stop hearing about it: "
+            f"`silence {upstream[0].id} 1h`."
+        )
+        if result.alerts:
+            return replace(result, message=f"{result.message}\n{hint}")
+        return ActionResult(hint, ok=False)
 
     async def snooze(self, actor: Actor, ref: str, length: str) -> ActionResult:
         now = self.clock()

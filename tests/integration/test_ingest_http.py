@@ -231,3 +231,29 @@ async def test_grafana_webhook_and_changes(
     firing = await record.firing_alerts()
     assert [(a.title, a.source, a.value) for a in firing] == [("DiskFull", "grafana", 97.1)]
     assert await record.count("signals") == 2
+
+
+async def test_resolving_an_alert_alertmanager_still_fires_is_refused_with_a_hint(
+    client: TestClient[Any, Any], record: SqliteRecord, worker: Any
+) -> None:
+    """Alertmanager owns the state of its alerts: chat would otherwise show RESOLVED for a live one."""
+    import time
+
+    from engine.actions import Actor, AlertActions
+    from storage.notify_store import SqliteNotifyStore
+
+    headers = {**AUTH, "Content-Type": "application/json"}
+    firing = (FIXTURES / "alertmanager/firing.json").read_bytes()
+    assert (await client.post("/v1/webhooks/alertmanager", data=firing, headers=headers)).status == 202
+    await drain(worker)
+    target = (await record.firing_alerts())[0]
+    actions = AlertActions(SqliteNotifyStore(record), time.time)
+    result = await actions.resolve(Actor("telegram", "1", "lena", "-100"), target.id, "fixed it")
+    assert not result.ok
+    assert "still fires in alertmanager" in result.message and f"silence {target.id} 1h" in result.message
+    assert target.id in {a.id for a in await record.firing_alerts()}  # still firing, as it is
+    # Alertmanager's own resolve still closes it.
+    resolved = (FIXTURES / "alertmanager/one-resolved.json").read_bytes()
+    assert (await client.post("/v1/webhooks/alertmanager", data=resolved, headers=headers)).status == 202
+    await drain(worker)
+    assert len(await record.firing_alerts()) == 1
