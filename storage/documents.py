@@ -101,10 +101,15 @@ class SqliteDocumentStore:
         return int(rows[0][0])
 
     async def names(self) -> tuple[list[str], list[str]]:
-        """Services and series that questions may name (those with documents)."""
+        """Services and series that questions may name: those recorded (the series catalogue, as
+        fresh as the last worker commit) and those with documents (alerts, changes, events)."""
         services = await self.record._rows("SELECT DISTINCT service FROM documents", (), "listing services")
         series = await self.record._rows("SELECT DISTINCT series FROM documents", (), "listing series")
-        return [r[0] for r in services if r[0]], [r[0] for r in series if r[0]]
+        known_services, known_series = await self.record.catalogue_names()
+        return (
+            sorted({*known_services, *(r[0] for r in services if r[0])}),
+            sorted({*known_series, *(r[0] for r in series if r[0])}),
+        )
 
     async def _cursor(self, source: str) -> float:
         rows = await self.record._rows(

@@ -217,6 +217,26 @@ MIGRATIONS: list[str] = [
     UPDATE alerts SET told = 1;
     CREATE INDEX alerts_untold ON alerts (told) WHERE told = 0;
     """,
+    # 8: the series catalogue, kept in the worker's transaction: the names questions and
+    # `chart` may use, known as soon as a signal is recorded
+    """
+    CREATE TABLE series_catalogue (
+        name TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        first_ts REAL NOT NULL,
+        last_ts REAL NOT NULL,
+        points INTEGER NOT NULL
+    );
+    CREATE INDEX series_catalogue_service ON series_catalogue (service);
+    INSERT INTO series_catalogue (name, service, kind, first_ts, last_ts, points)
+        SELECT series,
+            coalesce(nullif(json_extract(max(labels), '$.service'), ''),
+                     CASE WHEN instr(series, '.') > 0 THEN substr(series, 1, instr(series, '.') - 1)
+                          ELSE series END),
+            max(kind), min(ts), max(ts), count(*)
+        FROM signals GROUP BY series;
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
@@ -401,8 +421,8 @@ class SqliteRecord:
         """Recorded series whose name contains `text` (case-insensitive), exact match first."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = await self._rows(
-            "SELECT DISTINCT series FROM signals WHERE series LIKE ? ESCAPE '\\' "
-            "ORDER BY lower(series) = lower(?) DESC, length(series) LIMIT ?",
+            "SELECT name FROM series_catalogue WHERE name LIKE ? ESCAPE '\\' "
+            "ORDER BY lower(name) = lower(?) DESC, length(name) LIMIT ?",
             (pattern, text, limit),
             "finding series",
         )
@@ -448,7 +468,17 @@ class SqliteRecord:
                 if cursor.rowcount < chunk:
                     break
             removed[table] = total
+        async with self.transaction():
+            await guarded(
+                lambda: self.conn.execute("DELETE FROM series_catalogue WHERE last_ts < ?", (before,)),
+                "pruning the series catalogue",
+            )
         return removed
+
+    async def catalogue_names(self) -> tuple[list[str], list[str]]:
+        """Services and series recorded (the catalogue), for reading names in questions."""
+        rows = await self._rows("SELECT name, service FROM series_catalogue", (), "reading the catalogue")
+        return sorted({r[1] for r in rows if r[1]}), [r[0] for r in rows]
 
     async def count(self, table: str) -> int:
         """Rows in one of the record's tables (for status and tests)."""
@@ -492,6 +522,7 @@ class SqliteTransaction:
                 "recording signals",
             )
             new.update(r[0] for r in rows)
+        await self._catalogue([s for s, _ in signals if s.id in new])
         changes = [
             (s.id, s.ts, s.service, s.labels.get("change_type", "change"), s.text or s.series)
             for s, _ in signals
@@ -503,6 +534,32 @@ class SqliteTransaction:
                 "recording changes",
             )
         return new
+
+    async def _catalogue(self, fresh: Sequence[Signal]) -> None:
+        """Add the batch's series to the catalogue (first and last time seen, points)."""
+        seen: dict[str, list[Any]] = {}
+        for s in fresh:
+            entry = seen.get(s.series)
+            if entry is None:
+                seen[s.series] = [s.series, s.service, s.kind, s.ts, s.ts, 1]
+            else:
+                entry[1], entry[3], entry[4], entry[5] = (
+                    s.service,
+                    min(entry[3], s.ts),
+                    max(entry[4], s.ts),
+                    entry[5] + 1,
+                )
+        if seen:
+            await guarded(
+                lambda: self.conn.executemany(
+                    "INSERT INTO series_catalogue (name, service, kind, first_ts, last_ts, points) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET service = excluded.service, "
+                    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+                    "points = points + excluded.points",
+                    list(seen.values()),
+                ),
+                "cataloguing series",
+            )
 
     async def recent_changes(self, services: Sequence[str], since: float) -> list[ChangeRef]:
         rows = await self.record._select_in(

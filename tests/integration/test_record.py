@@ -91,3 +91,29 @@ async def test_dead_letters_command_lists_what_was_set_aside(
     assert "ZeroDivisionError('bug in detector')" in result.stdout
     nothing = run(["dead-letters"], tmp_path)
     assert nothing.returncode == 2 and "SIGOPS_REDIS_URL" in nothing.stderr
+
+
+async def test_a_question_seconds_after_data_arrived_knows_its_service(record: SqliteRecord) -> None:
+    """The series catalogue is written with the signals: no wait for the 30 s document sync."""
+    from engine.answer import RetrievalAnswerer
+    from storage.documents import SqliteDocumentStore
+
+    points = [
+        make_signal(
+            series="payments.latency_p99",
+            value=200.0 + i % 7,
+            ts=NOW - 600 + i,
+            labels={"service": "payments"},
+        )
+        for i in range(300)
+    ]
+    async with record.transaction() as tx:
+        await tx.add_signals([(s, s.ts) for s in points])
+    answer = await RetrievalAnswerer(record, names=SqliteDocumentStore(record)).answer(
+        "what spiked on payments in the last hour?"
+    )
+    text = "\n".join(answer.summary)
+    assert "No service or series named" not in text and answer.services == ("payments",)
+    assert await record.series_named("latency_p99") == ["payments.latency_p99"]
+    await record.prune(NOW + 1)  # everything is older than this: the catalogue forgets it too
+    assert await record.series_named("latency_p99") == []
