@@ -70,6 +70,7 @@ class SeriesState:
     service: str = ""
     dirty: bool = True
     silence_reported: bool = False
+    arrived_at: float = 0.0  # wall clock when its last point arrived (silence is judged on arrival)
 
 
 @dataclass(slots=True)
@@ -84,8 +85,13 @@ class Observation:
     open: bool = False
 
 
-_EPISODE = struct.Struct("<B?Hdd?")  # format version, open, quiet, opened_at, closed_at, flapping
-_FORMAT = 2
+# format version, open, quiet, opened_at, closed_at, flapping, arrived_at (format 3)
+_EPISODE = struct.Struct("<B?Hdd?d")
+_EPISODE_V2 = struct.Struct("<B?Hdd?")  # read, for states saved before arrival times were kept
+_FORMAT = 3
+# A series whose last point arrived this much later than its timestamp is being backfilled,
+# not reporting live: it cannot be "silent" until it reports live again.
+LIVE_LAG_S = 600.0
 
 
 class Detection:
@@ -99,8 +105,12 @@ class Detection:
     def known(self, series: str) -> bool:
         return series in self._series
 
-    def observe(self, signal: Signal) -> Observation:
-        """Feed one metric point through the ensemble and the hysteresis."""
+    def observe(self, signal: Signal, arrived_at: float | None = None) -> Observation:
+        """Feed one metric point through the ensemble and the hysteresis.
+
+        `arrived_at`: when the point reached SigOps (wall clock); offline replay leaves it out
+        and time is the points' own.
+        """
         value = signal.value
         assert value is not None
         state = self._series.get(signal.series)
@@ -110,6 +120,7 @@ class Detection:
         state.dirty = True
         state.service = signal.service
         state.silence_reported = False
+        state.arrived_at = signal.ts if arrived_at is None else arrived_at
         verdict = self.detector.observe(state.model, signal.ts, value)
         if verdict is None:
             return Observation(signal, None, None)
@@ -139,9 +150,13 @@ class Detection:
         """Series that stopped reporting (each reported once until it reports again)."""
         found = []
         for name, state in self._series.items():
-            if state.silence_reported:
+            if state.silence_reported or not state.arrived_at:
                 continue
-            quiet = self.detector.silent_since(state.model, now)
+            lag = state.arrived_at - state.model.last_ts
+            if lag > max(LIVE_LAG_S, 3 * state.model.gap):
+                continue  # back-dated points: not reporting live, so it cannot stop reporting
+            # Silence is judged on arrival: how long since a point came, against the usual gap.
+            quiet = self.detector.silent_since(state.model, state.model.last_ts + (now - state.arrived_at))
             if quiet:
                 state.silence_reported = True
                 state.dirty = True
@@ -205,18 +220,29 @@ class Detection:
 
     def _pack(self, state: SeriesState) -> bytes:
         e = state.episode
-        episode = _EPISODE.pack(_FORMAT, e.open, min(e.quiet, 65535), e.opened_at, e.closed_at, e.flapping)
+        quiet = min(e.quiet, 65535)
+        episode = _EPISODE.pack(
+            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at
+        )
         return episode + self.detector.pack(state.model)
 
     def _unpack(self, blob: bytes) -> SeriesState | None:
         try:
-            version, is_open, quiet, opened_at, closed_at, flapping = _EPISODE.unpack_from(blob)
-            if version != _FORMAT:
-                return None
-            model = self.detector.unpack(blob[_EPISODE.size :])
+            if blob[:1] == bytes([2]):  # before arrival times: take the last point's time
+                _, is_open, quiet, opened_at, closed_at, flapping = _EPISODE_V2.unpack_from(blob)
+                model = self.detector.unpack(blob[_EPISODE_V2.size :])
+                arrived_at = model.last_ts
+            else:
+                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at = _EPISODE.unpack_from(
+                    blob
+                )
+                if version != _FORMAT:
+                    return None
+                model = self.detector.unpack(blob[_EPISODE.size :])
         except (struct.error, ValueError):
             return None  # state from another version: relearn rather than crash
-        return SeriesState(model, Episode(is_open, quiet, opened_at, closed_at, flapping), dirty=False)
+        episode = Episode(is_open, quiet, opened_at, closed_at, flapping)
+        return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
 
 
 def state_bytes(detection: Detection) -> int:

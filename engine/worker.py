@@ -85,9 +85,11 @@ class SignalProcessor:
                 if entry.signal.id in fresh_ids:
                     fresh.append(entry)
                     fresh_ids.discard(entry.signal.id)  # a repeat inside the batch counts once
-            metrics = [e.signal for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
-            await self._restore_states({s.series for s in metrics})
-            observations: list[Observation] = [self.detection.observe(s) for s in metrics]
+            metrics = [e for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
+            await self._restore_states({e.signal.series for e in metrics})
+            observations: list[Observation] = [
+                self.detection.observe(e.signal, e.received_at) for e in metrics
+            ]
             alert_signals = [e.signal for e in fresh if e.signal.kind == "alert"]
             keys = keys_involved(observations, alert_signals)
             open_alerts = await tx.open_alerts(keys) if keys else {}

@@ -103,6 +103,24 @@ def test_silence_is_found_by_the_sweep_and_after_the_gap() -> None:
     assert detection.sweep(T0 + STEP * 300) == []  # reported once
 
 
+def test_silence_is_judged_on_arrival_not_on_the_points_own_times() -> None:
+    """Back-dated points (a backfill of last week) do not make a series 'stop reporting'."""
+    now = T0 + 7 * 86400
+    backfill = Detection()
+    for signal in points(noise(200)):
+        assert signal is not None
+        backfill.observe(signal, arrived_at=now)  # all of last week's points arrive now
+    assert backfill.sweep(now + 3600) == []
+    live = Detection()
+    for signal in points(noise(200)):
+        assert signal is not None
+        live.observe(signal, arrived_at=signal.ts + 2.0)  # each arrives as it happens
+    last_arrival = T0 + STEP * 199 + 2.0
+    assert live.sweep(last_arrival + 5 * STEP) == []  # a few missed points: not yet
+    [found] = live.sweep(last_arrival + 61 * STEP)
+    assert found.series == "pay.latency" and "has not reported for 61 min" in found.explanation
+
+
 def test_anomaly_says_what_was_expected_and_why() -> None:
     detection = Detection()
     found = [o.anomaly for o in map(detection.observe, points([*noise(100), 420.0])) if o and o.anomaly]
