@@ -165,6 +165,20 @@ class EnsembleDetector:
         forecast = m.level + m.slope
         floor = max(self.rel_floor * abs(forecast), self.abs_floor)  # flat series: no zero scale
         sigma = max(_SIGMA_PER_MAD * m.mad, floor)
+        level_only = m.s_fit == 0.0 or m.s_fit >= self.season_gain * m.l_fit  # the anchor has no offset
+        if (
+            m.alarm
+            and level_only
+            # Most of the way back (the scale has grown during the shift, so not by it alone).
+            and abs(value - m.anchor) <= min(2.0 * sigma, abs(forecast - m.anchor) / 3)
+            and abs(forecast - m.anchor) >= self.shift_keep * sigma
+        ):
+            # Back where it was before the shift: the shift is over. The level followed the
+            # shift only as fast as clipping lets it; it snaps back rather than paint the
+            # recovery as an anomaly the other way ("96 vs expected 324, 10σ below").
+            m.level, m.slope, m.cpos, m.cneg, m.alarm = m.anchor, 0.0, 0.0, 0.0, 0
+            m.slow = m.anchor  # the drift detector's memory of the shift goes with it
+            forecast = m.anchor
         residual = value - forecast
         z_level = residual / sigma
         warm = n >= self.warmup

@@ -121,6 +121,25 @@ def test_silence_is_judged_on_arrival_not_on_the_points_own_times() -> None:
     assert found.series == "pay.latency" and "has not reported for 61 min" in found.explanation
 
 
+def test_a_shift_that_ends_closes_its_episode_and_the_recovery_is_not_an_anomaly() -> None:
+    """40 minutes at 950 instead of 100, then back: one episode, closed soon after the return."""
+    rng = random.Random(1)
+    values = [rng.gauss(100, 3) for _ in range(300)] + [rng.gauss(950, 20) for _ in range(40)]
+    values += [rng.gauss(100, 3) for _ in range(200)]
+    detection = Detection()
+    transitions, anomalies_after = [], []
+    for i, signal in enumerate(points(values)):
+        assert signal is not None
+        obs = detection.observe(signal)
+        if obs.transition:
+            transitions.append((i, obs.transition))
+        if obs.anomaly and i >= 340:
+            anomalies_after.append(obs.anomaly.explanation)
+    assert transitions[0] == (300, "opened")
+    assert transitions[1][1] == "closed" and transitions[1][0] <= 340 + 12
+    assert len(transitions) == 2 and anomalies_after == []  # no "unusually low" on the way back
+
+
 def test_anomaly_says_what_was_expected_and_why() -> None:
     detection = Detection()
     found = [o.anomaly for o in map(detection.observe, points([*noise(100), 420.0])) if o and o.anomaly]
