@@ -287,7 +287,10 @@ def start_chat_front_ends(rt: Runtime, stop: asyncio.Event) -> None:
     """Receive commands, questions and button presses from Telegram (and Slack)."""
     if rt.telegram is not None:
         telegram = rt.telegram
-        rt.supervisor.spawn("telegram", lambda: telegram.start(stop), stop, once=True)
+        started = rt.supervisor.spawn("telegram", lambda: telegram.start(stop), stop, once=True)
+        # python-telegram-bot runs the polling loop itself (and retries network errors):
+        # once started, watch that it still runs.
+        rt.supervisor.watch("telegram-polling", lambda: not started.done() or telegram.polling())
         rt.closers.insert(0, telegram.stop)
     if rt.slack is not None and rt.settings.slack_app_token:
         handler = AsyncSocketModeHandler(rt.slack.app, rt.settings.slack_app_token.get_secret_value())

@@ -111,6 +111,10 @@ class TelegramFrontEnd:
             )
             log.info("Telegram: long polling as @%s", self.bot.username)
 
+    def polling(self) -> bool:
+        """Whether updates are being received (webhook mode: always, the HTTP server takes them)."""
+        return bool(self.webhook_url) or (self.app.updater is not None and self.app.updater.running)
+
     async def stop(self) -> None:
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()

@@ -58,6 +58,7 @@ class Supervisor:
         self.health: dict[str, LoopHealth] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self._jobs_running: set[asyncio.Task[object]] = set()
+        self._watched: dict[str, Callable[[], bool]] = {}
         self._closing = False
 
     def spawn(
@@ -94,6 +95,10 @@ class Supervisor:
                 break
             delay = min(delay * 2, self.backoff.max_s)
         health.state = "done" if once and not stop.is_set() else "stopped"
+
+    def watch(self, name: str, alive: Callable[[], bool]) -> None:
+        """Watch work a library runs itself (Telegram's polling): reported down while `alive()` is false."""
+        self._watched[name] = alive
 
     def job(self, name: str, run: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
         """A scheduled job that logs and counts its failures instead of raising into the scheduler."""
@@ -142,11 +147,15 @@ class Supervisor:
 
     def problems(self) -> dict[str, str]:
         """Loops that should be running and are not, with why (empty: all well)."""
-        return {
+        down = {
             h.name: f"restarting after {h.last_error}"
             for h in self.health.values()
             if h.kind == "loop" and h.state == "restarting"
         }
+        down.update(
+            (name, "stopped") for name, alive in self._watched.items() if not self._closing and not alive()
+        )
+        return down
 
     def lines(self) -> list[str]:
         """What `/status` shows: each loop and job with its state and failures."""

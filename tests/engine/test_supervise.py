@@ -70,3 +70,12 @@ async def test_a_failing_job_is_counted_and_shown_and_does_not_raise() -> None:
         "index-sync: 2 runs, 2 failures (last: ConnectionError: Ollama is not reachable)"
     ]
     assert supervisor.problems() == {}  # jobs retry at their next run; they are not an outage
+
+
+def test_work_a_library_runs_is_watched() -> None:
+    supervisor = Supervisor(FAST)
+    polling = {"running": True}
+    supervisor.watch("telegram-polling", lambda: polling["running"])
+    assert supervisor.problems() == {}
+    polling["running"] = False  # e.g. python-telegram-bot's updater gave up
+    assert supervisor.problems() == {"telegram-polling": "stopped"}
