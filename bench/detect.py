@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.demo import poisson_sample
-from engine.detect import Detection, state_bytes
+from engine.detection.detect import Detection, state_bytes
 from engine.signal import Signal
 
 STEP = 60.0

@@ -27,9 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.embed import HashingEmbedder  # noqa: E402
-from engine.question import parse_question  # noqa: E402
-from engine.retrieval import Retriever  # noqa: E402
+from engine.answers.embed import HashingEmbedder  # noqa: E402
+from engine.answers.question import parse_question  # noqa: E402
+from engine.answers.retrieval import Retriever  # noqa: E402
 from storage.documents import SqliteDocumentStore  # noqa: E402
 from storage.sqlite import SqliteRecord  # noqa: E402
 from storage.vector_index import FaissIndex  # noqa: E402

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, tzinfo
 
 from bot.reply import Button, Reply
-from engine.alerts import Alert
-from engine.notify import Notification
+from engine.alerting.alerts import Alert
+from engine.alerting.notify import Notification
 from engine.text import clock as _clock
 from engine.text import duration, fmt
 

@@ -30,27 +30,34 @@ from bot.slack_app import SlackFrontEnd
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_bot import TelegramFrontEnd
 from bot.telegram_notify import TelegramNotifier, make_bot
-from engine.actions import AlertActions
-from engine.alerts import Alert, AlertPolicy
-from engine.answer import RetrievalAnswerer
+from engine.alerting.actions import AlertActions
+from engine.alerting.alerts import Alert, AlertPolicy
+from engine.alerting.delivery import ChatNotifier, Deliverer, DeliveryConfig
+from engine.alerting.notify import Dispatcher, Leadership, Notification
+from engine.alerting.routing import (
+    DEFAULT_TIMING,
+    Destination,
+    Routing,
+    Timing,
+    default_routing,
+    load_routing,
+)
+from engine.alerting.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
+from engine.answers.answer import RetrievalAnswerer
+from engine.answers.embed import Embedder, HashingEmbedder
+from engine.answers.narrate import ModelAnswerer
+from engine.answers.retrieval import Indexer, Retriever
+from engine.brief.schedule import BriefSchedule, BriefScheduler, parse_schedule
 from engine.chart import ChartMark, render_chart, warm_up_charts
-from engine.delivery import ChatNotifier, Deliverer, DeliveryConfig
-from engine.detect import Detection, Hysteresis
-from engine.embed import Embedder, HashingEmbedder
-from engine.ensemble import EnsembleDetector, LocalHours
+from engine.detection.detect import Detection, Hysteresis
+from engine.detection.ensemble import EnsembleDetector, LocalHours
 from engine.errors import ConfigError, DeliveryFailed, QueueUnavailable, RecordUnavailable
-from engine.ingest import Ingest
-from engine.narrate import ModelAnswerer
-from engine.notify import Dispatcher, Leadership, Notification
-from engine.ownership import Ownership
-from engine.retrieval import Indexer, Retriever
-from engine.routing import DEFAULT_TIMING, Destination, Routing, Timing, default_routing, load_routing
-from engine.schedule import BriefSchedule, BriefScheduler, parse_schedule
+from engine.intake.ingest import Ingest
+from engine.intake.ownership import Ownership
+from engine.intake.pull import Probe, ProbeSource, PrometheusSource, PromQuery
+from engine.intake.worker import SignalProcessor, Worker, WorkerConfig
 from engine.signal import Signal
-from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.supervise import Supervisor
-from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
-from engine.worker import SignalProcessor, Worker, WorkerConfig
 from storage.documents import SqliteDocumentStore
 from storage.keys import Keys
 from storage.notify_store import SqliteNotifyStore

@@ -31,11 +31,11 @@ from bot.app import (
 )
 from bot.console import ConsoleNotifier, console_context, render_text, run_repl
 from bot.settings import Settings, load_settings
+from engine.alerting.routing import Timing
 from engine.demo import DemoWorld
+from engine.detection.forecast import forecast, limit_for
+from engine.detection.replay import read_points, replay, write_csv
 from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
-from engine.forecast import forecast, limit_for
-from engine.replay import read_points, replay, write_csv
-from engine.routing import Timing
 from engine.signal import Signal
 from storage.keys import Keys
 from storage.notify_store import SqliteNotifyStore

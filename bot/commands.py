@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.reply import Reply, error_reply
-from engine.actions import ActionResult, Actor, AlertActions
-from engine.alerts import Alert
-from engine.answer import Answer, RetrievalAnswerer
-from engine.brief import Brief, brief_lines, build_brief, narrate
+from engine.alerting.actions import ActionResult, Actor, AlertActions
+from engine.alerting.alerts import Alert
+from engine.alerting.delivery import DeliveryProblem
+from engine.alerting.risk import ChangeRef
+from engine.alerting.routing import alert_labels
+from engine.alerting.silences import Silence
+from engine.answers.answer import Answer, RetrievalAnswerer
+from engine.answers.narrate import ModelAnswerer, Partial
+from engine.brief.content import Brief, brief_lines, build_brief, narrate
 from engine.chart import render_chart, render_small_multiples
-from engine.delivery import DeliveryProblem
-from engine.detect import Anomaly
+from engine.detection.detect import Anomaly
 from engine.errors import RecordUnavailable
-from engine.narrate import ModelAnswerer, Partial
-from engine.risk import ChangeRef
-from engine.routing import alert_labels
-from engine.silences import Silence
 from engine.supervise import Supervisor
 from engine.text import clock as _clock
 from engine.text import duration, fmt, parse_duration

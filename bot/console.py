@@ -16,8 +16,8 @@ from typing import TextIO
 from bot.alert_message import digest_reply, group_reply
 from bot.commands import CommandContext, CommandCore, save_image
 from bot.reply import Reply
-from engine.delivery import SentMessage
-from engine.notify import Notification
+from engine.alerting.delivery import SentMessage
+from engine.alerting.notify import Notification
 
 _CONTROL = {c: " " for c in range(32) if c not in (10,)} | {127: " "}
 

@@ -14,8 +14,8 @@ from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from engine.errors import PayloadError, QueueUnavailable
-from engine.ingest import Ingest, IngestResult, decode_body
-from engine.sources.webhooks import from_alertmanager, from_changes
+from engine.intake.ingest import Ingest, IngestResult, decode_body
+from engine.intake.webhooks import from_alertmanager, from_changes
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from bot.alert_message import digest_reply, group_reply
 from bot.callbacks import CallbackSigner
 from bot.reply import Reply
 from bot.slack_format import blocks, escape, fallback_text
-from engine.delivery import SentMessage
+from engine.alerting.delivery import SentMessage
+from engine.alerting.notify import FIRST, REPEAT, Notification
 from engine.errors import DeliveryFailed
-from engine.notify import FIRST, REPEAT, Notification
 
 log = logging.getLogger(__name__)
 

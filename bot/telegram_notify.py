@@ -36,10 +36,10 @@ from bot.alert_message import digest_reply, group_reply
 from bot.callbacks import CallbackSigner
 from bot.reply import Reply
 from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, escape, split
-from engine.delivery import SentMessage
+from engine.alerting.delivery import SentMessage
+from engine.alerting.notify import NEW_ALERTS, REPEAT, Notification
+from engine.alerting.throttle import MARGIN_S
 from engine.errors import DeliveryFailed
-from engine.notify import NEW_ALERTS, REPEAT, Notification
-from engine.throttle import MARGIN_S
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
-from engine.detect import Anomaly
+from engine.detection.detect import Anomaly
 
 WINDOW = 30  # trailing points for the usual range where the detector said nothing
 MAD_TO_SIGMA = 1.4826

@@ -11,9 +11,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.alerts import Alert, AlertChange
-from engine.detect import Anomaly
-from engine.risk import ChangeRef
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.risk import ChangeRef
+from engine.detection.detect import Anomaly
 from engine.signal import Signal
 
 

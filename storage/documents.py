@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine.retrieval import Doc
+from engine.answers.retrieval import Doc
 from storage.sqlite import SqliteRecord, guarded
 
 BATCH = 2000

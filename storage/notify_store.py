@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from engine.actions import Actor, AuditEntry, Mutation
-from engine.alerts import Alert, AlertChange
-from engine.delivery import IN_DOUBT, Delivery, DeliveryProblem, SentMessage
-from engine.notify import GroupState, GroupUpdate, Member, Notification
-from engine.routing import parse_matcher
-from engine.silences import Silence
+from engine.alerting.actions import Actor, AuditEntry, Mutation
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.delivery import IN_DOUBT, Delivery, DeliveryProblem, SentMessage
+from engine.alerting.notify import GroupState, GroupUpdate, Member, Notification
+from engine.alerting.routing import parse_matcher
+from engine.alerting.silences import Silence
 from storage.sqlite import _ALERT_COLUMNS, SqliteRecord, _alert_from_row, guarded
 
 _DELIVERY_COLUMNS = "id, group_id, platform, chat, version, reason, payload, attempts, error, created_at"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from engine.routing import Destination
+from engine.alerting.routing import Destination
 from storage.keys import Keys
 from storage.redis_stream import guarded
 

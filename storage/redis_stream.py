@@ -15,7 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.typing import EncodableT, FieldT
 
 from engine.errors import QueueUnavailable
-from engine.ownership import shard_of
+from engine.intake.ownership import shard_of
 from engine.ports import QueuedSignal
 from engine.signal import Signal, signals_from_json, signals_to_json
 from storage.keys import DEAD_LETTERS_MAXLEN, Keys

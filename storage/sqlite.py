@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from engine.alerts import Alert, AlertChange
-from engine.detect import Anomaly
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.risk import ChangeRef
+from engine.detection.detect import Anomaly
 from engine.errors import RecordUnavailable
-from engine.risk import ChangeRef
 from engine.signal import Signal
 
 log = logging.getLogger(__name__)

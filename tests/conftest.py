@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from engine.alerts import AlertPolicy
-from engine.detect import Detection, Hysteresis
-from engine.ensemble import EnsembleDetector
-from engine.worker import SignalProcessor, Worker, WorkerConfig
+from engine.alerting.alerts import AlertPolicy
+from engine.detection.detect import Detection, Hysteresis
+from engine.detection.ensemble import EnsembleDetector
+from engine.intake.worker import SignalProcessor, Worker, WorkerConfig
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.alerts import Alert, AlertChange
-from engine.detect import Anomaly
+from engine.alerting.alerts import Alert, AlertChange
+from engine.detection.detect import Anomaly
 from storage.sqlite import SqliteRecord
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 
 from bot.alert_message import group_reply
 from bot.console import render_text
-from engine.alerts import AlertPolicy
-from engine.detect import Detection
-from engine.ensemble import EnsembleDetector
-from engine.notify import Dispatcher
+from engine.alerting.alerts import AlertPolicy
+from engine.alerting.notify import Dispatcher
+from engine.alerting.routing import Destination, Timing, default_routing
+from engine.detection.detect import Detection
+from engine.detection.ensemble import EnsembleDetector
+from engine.intake.worker import SignalProcessor
 from engine.ports import QueuedSignal
-from engine.routing import Destination, Timing, default_routing
 from engine.signal import Signal, make_signal
-from engine.worker import SignalProcessor
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bot.commands import brief_reply
 from bot.console import render_text
-from engine.brief import build_brief
-from engine.silences import make_silence
+from engine.alerting.silences import make_silence
+from engine.brief.content import build_brief
 from storage.sqlite import SqliteRecord
 from tests.bot.test_cli import run
 from tests.qa.test_qa import NOW, TZ, seed
@@ -59,7 +59,7 @@ async def test_a_long_brief_splits_into_valid_telegram_messages_and_fits_slack(t
     from bot.callbacks import CallbackSigner
     from bot.slack_notify import SlackNotifier, make_client
     from bot.telegram_notify import TelegramNotifier, make_bot
-    from engine.alerts import AlertChange
+    from engine.alerting.alerts import AlertChange
     from tests.fakes.slack_api import FakeSlack
     from tests.fakes.telegram_api import FakeTelegram
     from tests.integration.test_delivery import balanced, make_alert
@@ -106,8 +106,8 @@ async def test_a_long_brief_splits_into_valid_telegram_messages_and_fits_slack(t
 
 async def test_the_model_writes_a_cited_narrative_and_the_brief_stands_without_it(tmp_path: Path) -> None:
     from bot.commands import CommandCore, compose_brief
-    from engine.answer import RetrievalAnswerer
-    from engine.narrate import ModelAnswerer
+    from engine.answers.answer import RetrievalAnswerer
+    from engine.answers.narrate import ModelAnswerer
     from engine.signal import make_signal
     from storage.ollama_model import OllamaModel
     from tests.conftest import free_port

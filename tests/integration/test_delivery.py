@@ -16,13 +16,13 @@ import pytest
 from bot.callbacks import CallbackSigner
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_notify import TelegramNotifier, make_bot
-from engine.alerts import Alert, AlertChange
-from engine.delivery import Deliverer, DeliveryConfig
-from engine.detect import Anomaly
-from engine.notify import Dispatcher
-from engine.routing import Destination, Timing, default_routing
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.delivery import Deliverer, DeliveryConfig
+from engine.alerting.notify import Dispatcher
+from engine.alerting.routing import Destination, Timing, default_routing
+from engine.alerting.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle
+from engine.detection.detect import Anomaly
 from engine.signal import make_signal
-from engine.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord
 from tests.fakes.slack_api import FakeSlack
@@ -205,7 +205,7 @@ async def test_permanent_errors_stop_retrying_and_show_as_problems(rig: Rig) -> 
     assert "channel_not_found" in problems["slack"].last_error
     # …and on-call sees it in /status.
     from bot.commands import CommandContext, CommandCore
-    from engine.answer import RetrievalAnswerer
+    from engine.answers.answer import RetrievalAnswerer
 
     core = CommandCore(rig.record, RetrievalAnswerer(rig.record), clock=rig.clock, delivery=rig.store)
     status = await core.handle(CommandContext("console", "1", "ana", "console"), "/status")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from bot.callbacks import CallbackSigner
 from bot.telegram_notify import TelegramNotifier, make_bot
-from engine.alerts import Alert, AlertChange
-from engine.delivery import Deliverer
-from engine.notify import Dispatcher
-from engine.routing import Destination, Timing, default_routing
-from engine.throttle import TELEGRAM_LIMITS, ChatThrottle
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.delivery import Deliverer
+from engine.alerting.notify import Dispatcher
+from engine.alerting.routing import Destination, Timing, default_routing
+from engine.alerting.throttle import TELEGRAM_LIMITS, ChatThrottle
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord
 from tests.fakes.telegram_api import FakeTelegram

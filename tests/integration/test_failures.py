@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.http import build_app
 from engine.errors import QueueUnavailable
-from engine.ingest import Ingest
+from engine.intake.ingest import Ingest
 from engine.signal import Signal, make_signal
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue, connect

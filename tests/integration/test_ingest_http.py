@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.http import build_app
-from engine.ingest import Ingest
+from engine.intake.ingest import Ingest
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue
 from storage.sqlite import SqliteRecord
@@ -239,7 +239,7 @@ async def test_resolving_an_alert_alertmanager_still_fires_is_refused_with_a_hin
     """Alertmanager owns the state of its alerts: chat would otherwise show RESOLVED for a live one."""
     import time
 
-    from engine.actions import Actor, AlertActions
+    from engine.alerting.actions import Actor, AlertActions
     from storage.notify_store import SqliteNotifyStore
 
     headers = {**AUTH, "Content-Type": "application/json"}

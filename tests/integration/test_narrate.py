@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.alerts import Alert, AlertChange
-from engine.answer import RetrievalAnswerer
-from engine.detect import Anomaly
-from engine.narrate import ModelAnswerer, check
+from engine.alerting.alerts import Alert, AlertChange
+from engine.answers.answer import RetrievalAnswerer
+from engine.answers.narrate import ModelAnswerer, check
+from engine.detection.detect import Anomaly
 from storage.ollama_model import OllamaModel
 from storage.sqlite import SqliteRecord
 from tests.conftest import free_port

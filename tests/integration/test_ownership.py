@@ -8,9 +8,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from engine.ownership import Ownership, shard_of
+from engine.intake.ownership import Ownership, shard_of
+from engine.intake.worker import Worker
 from engine.signal import make_signal
-from engine.worker import Worker
 from storage.keys import Keys
 from storage.redis_lease import RedisShardLeases
 from storage.redis_stream import RedisSignalQueue

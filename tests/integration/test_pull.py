@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from engine.intake.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from engine.signal import Signal
-from engine.sources.pull import Probe, ProbeSource, PrometheusSource, PromQuery
 from storage.keys import Keys
 from storage.redis_state import RedisCursorStore
 from tests.conftest import ServerProcess, free_port

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from engine.alerts import Alert, AlertChange
-from engine.detect import Anomaly
+from engine.alerting.alerts import Alert, AlertChange
+from engine.detection.detect import Anomaly
 from engine.signal import make_signal
 from storage.keys import Keys
 from storage.redis_stream import RedisSignalQueue
@@ -95,7 +95,7 @@ async def test_dead_letters_command_lists_what_was_set_aside(
 
 async def test_a_question_seconds_after_data_arrived_knows_its_service(record: SqliteRecord) -> None:
     """The series catalogue is written with the signals: no wait for the 30 s document sync."""
-    from engine.answer import RetrievalAnswerer
+    from engine.answers.answer import RetrievalAnswerer
     from storage.documents import SqliteDocumentStore
 
     points = [

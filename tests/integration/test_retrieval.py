@@ -9,9 +9,9 @@ from pathlib import Path
 
 from bot.app import choose_embedder
 from bot.settings import Settings
-from engine.embed import HashingEmbedder
-from engine.question import parse_question
-from engine.retrieval import Indexer, Retriever
+from engine.answers.embed import HashingEmbedder
+from engine.answers.question import parse_question
+from engine.answers.retrieval import Indexer, Retriever
 from engine.signal import make_signal
 from storage.documents import SqliteDocumentStore
 from storage.ollama_model import OllamaEmbedder

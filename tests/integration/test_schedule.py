@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
+from engine.alerting.routing import Destination
+from engine.brief.schedule import BriefScheduler, parse_schedule
 from engine.errors import DeliveryFailed
-from engine.routing import Destination
-from engine.schedule import BriefScheduler, parse_schedule
 from storage.keys import Keys
 from storage.redis_brief import RedisBriefLedger
 

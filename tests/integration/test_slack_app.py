@@ -24,9 +24,9 @@ from bot.callbacks import CallbackSigner
 from bot.commands import CommandCore
 from bot.slack_app import SlackFrontEnd
 from bot.slack_notify import make_client
-from engine.actions import AlertActions
-from engine.alerts import Alert, AlertChange
-from engine.answer import RetrievalAnswerer
+from engine.alerting.actions import AlertActions
+from engine.alerting.alerts import Alert, AlertChange
+from engine.answers.answer import RetrievalAnswerer
 from engine.signal import make_signal
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord

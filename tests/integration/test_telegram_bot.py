@@ -23,14 +23,14 @@ from bot.commands import CommandCore
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_bot import TelegramFrontEnd
 from bot.telegram_notify import TelegramNotifier, make_bot
-from engine.actions import AlertActions
-from engine.alerts import Alert, AlertChange
-from engine.answer import RetrievalAnswerer
-from engine.delivery import Deliverer
-from engine.notify import Dispatcher
-from engine.routing import Destination, Timing, default_routing
+from engine.alerting.actions import AlertActions
+from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.delivery import Deliverer
+from engine.alerting.notify import Dispatcher
+from engine.alerting.routing import Destination, Timing, default_routing
+from engine.alerting.throttle import ChatThrottle, Limits
+from engine.answers.answer import RetrievalAnswerer
 from engine.signal import make_signal
-from engine.throttle import ChatThrottle, Limits
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord
 from tests.conftest import free_port

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from engine.alerts import AlertPolicy
-from engine.detect import Detection
-from engine.ensemble import Assessment, EnsembleDetector, SeriesModel
+from engine.alerting.alerts import AlertPolicy
+from engine.detection.detect import Detection
+from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel
+from engine.intake.worker import SignalProcessor
 from engine.signal import make_signal
-from engine.worker import SignalProcessor
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue

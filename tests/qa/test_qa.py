@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from engine.alerts import Alert, AlertChange
-from engine.answer import RetrievalAnswerer
-from engine.detect import Anomaly
-from engine.embed import HashingEmbedder
-from engine.narrate import ModelAnswerer
-from engine.retrieval import Indexer, Retriever
+from engine.alerting.alerts import Alert, AlertChange
+from engine.answers.answer import RetrievalAnswerer
+from engine.answers.embed import HashingEmbedder
+from engine.answers.narrate import ModelAnswerer
+from engine.answers.retrieval import Indexer, Retriever
+from engine.detection.detect import Anomaly
 from engine.signal import make_signal
 from storage.documents import SqliteDocumentStore
 from storage.sqlite import SqliteRecord

@@ -1,0 +1,47 @@
+"""Silences: label matchers and an end time, with who set them and why."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from engine.alerting.routing import Matcher, matches_all, parse_matcher
+from engine.text import parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    author: str
+    comment: str
+    created_at: float
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def mutes(self, labels: Mapping[str, str], now: float) -> bool:
+        return self.active(now) and matches_all(self.matchers, labels)
+
+    @property
+    def matcher_text(self) -> str:
+        return " ".join(map(str, self.matchers))
+
+
+def make_silence(
+    matchers: Sequence[str], length: str | float, author: str, comment: str, now: float
+) -> Silence:
+    """A silence from people's input; ValueError naming the bad matcher or duration."""
+    if not matchers:
+        raise ValueError('a silence needs at least one matcher, e.g. service="payments"')
+    parsed = tuple(parse_matcher(m) for m in matchers)
+    seconds = parse_duration(length) if isinstance(length, str) else float(length)
+    if seconds <= 0:
+        raise ValueError(f"{length!r}: a silence must last some time, e.g. 30m or 2h")
+    if seconds > 90 * 86400:
+        raise ValueError("a silence can last at most 90 days")
+    digest = hashlib.blake2b(f"{parsed}{now}{author}".encode(), digest_size=3).hexdigest()
+    return Silence(digest, parsed, now, now + seconds, author, comment.strip(), now)

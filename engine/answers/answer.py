@@ -1,0 +1,283 @@
+"""Retrieval answers: what the record says about a question, with the figures computed in code.
+
+The question is read in code (`engine/question.py`: window, services, series,
+intent). The record is filtered by those; figures (counts, peaks vs expected, max
+score, durations, the busiest services, before/after a change) are computed here;
+the hybrid retriever adds the documents whose words and meaning match best (changes,
+events, logs). Every item is cited by a short id and time. This is the whole answer
+when no model is configured or it is down, and the context a model narrates otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
+from typing import Protocol
+
+from engine.alerting.alerts import Alert
+from engine.alerting.risk import ChangeRef
+from engine.answers.question import Question, parse_question
+from engine.answers.retrieval import Hit, Retriever
+from engine.detection.detect import Anomaly
+from engine.text import duration, fmt
+
+BEFORE_AFTER_MAX_S = 6 * 3600
+
+
+class AnswerSource(Protocol):
+    """What retrieval reads (the SQLite record implements it)."""
+
+    async def alerts_since(self, since: float, limit: int = 200) -> list[Alert]: ...
+
+    async def recent_anomalies(self, since: float, limit: int = 50) -> list[Anomaly]: ...
+
+    async def changes_in(self, since: float, until: float) -> list[ChangeRef]: ...
+
+
+class NameSource(Protocol):
+    async def names(self) -> tuple[list[str], list[str]]:
+        """Services and series a question may name."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One cited item: its id, when, and a line of what it says."""
+
+    id: str
+    kind: str  # alert | anomaly | change | event | log
+    ts: float
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A retrieval answer: summary lines with figures and the evidence they rest on."""
+
+    question: str
+    window_s: float
+    services: tuple[str, ...]
+    summary: list[str]
+    evidence: list[Evidence] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    mode: str = "retrieval-only"
+    window: str = ""
+    intent: str = "summary"
+    since: float = 0.0
+    until: float = 0.0
+
+
+class RetrievalAnswerer:
+    """Answers from the record alone."""
+
+    def __init__(
+        self,
+        source: AnswerSource,
+        clock: Callable[[], float] = time.time,
+        tz: tzinfo = UTC,
+        retriever: Retriever | None = None,
+        names: NameSource | None = None,
+    ) -> None:
+        self.source = source
+        self.clock = clock
+        self.tz = tz
+        self.retriever = retriever
+        self.names = names
+
+    async def answer(self, question: str) -> Answer:
+        now = self.clock()
+        services, series = await self.names.names() if self.names else ([], [])
+        broad_alerts = await self.source.alerts_since(now - 8 * 86400, limit=2000)
+        services = sorted({*services, *(a.service for a in broad_alerts)})
+        series = sorted({*series, *(a.series for a in broad_alerts)})
+        q = parse_question(question, now, self.tz, services, series)
+        unknown = _unknown_subject(question, q)
+        if unknown is not None:
+            known = ", ".join(services[:12]) or "none yet"
+            line = f"No service or series named {unknown!r} is in the record (services: {known})."
+            return Answer(
+                q.text,
+                q.until - q.since,
+                (),
+                [line],
+                window=q.window,
+                intent=q.intent,
+                since=q.since,
+                until=q.until,
+            )
+        changes = await self.source.changes_in(
+            q.since - (BEFORE_AFTER_MAX_S if q.since_change else 0), q.until
+        )
+        change = _last_change(changes, q) if q.since_change else None
+        since = change.ts if change else q.since
+        alerts = [
+            a
+            for a in await self.source.alerts_since(since, limit=2000)
+            if _in(a.started_at, a.series, a.service, q, since)
+            or (a.status != "resolved" and a.started_at <= q.until and _scoped(a.series, a.service, q))
+        ]
+        earliest = since - (BEFORE_AFTER_MAX_S if change else 0)
+        all_anomalies = await self.source.recent_anomalies(earliest, limit=20_000)
+        anomalies = [a for a in all_anomalies if _in(a.ts, a.series, a.service, q, since)]
+        hits = await self.retriever.search(_narrowed(q, since)) if self.retriever else []
+        return self._compose(
+            q,
+            since,
+            alerts,
+            anomalies,
+            [c for c in changes if _in(c.ts, "", c.service, q, since)],
+            change,
+            all_anomalies,
+            hits,
+        )
+
+    def _compose(
+        self,
+        q: Question,
+        since: float,
+        alerts: Sequence[Alert],
+        anomalies: Sequence[Anomaly],
+        changes: Sequence[ChangeRef],
+        change: ChangeRef | None,
+        all_anomalies: Sequence[Anomaly],
+        hits: Sequence[Hit],
+    ) -> Answer:
+        scope = ", ".join(q.series or q.services) or "all services"
+        window = f"since {change.change_type} {change.text} ({self._hhmm(change.ts)})" if change else q.window
+        by_series: dict[str, list[Anomaly]] = defaultdict(list)
+        for anomaly in anomalies:
+            by_series[anomaly.series].append(anomaly)
+        figures: dict[str, float] = {
+            "alerts": float(len(alerts)),
+            "alerts_firing": float(sum(1 for a in alerts if a.status != "resolved")),
+            "anomalies": float(len(anomalies)),
+            "series": float(len(by_series)),
+            "max_score": round(max((a.score for a in anomalies), default=0.0), 2),
+            "changes": float(len(changes)),
+        }
+        evidence: list[Evidence] = []
+        summary = [
+            f"{window.capitalize()} for {scope}: {len(alerts)} alert(s) "
+            f"({int(figures['alerts_firing'])} still open), {len(anomalies)} anomalous point(s) on "
+            f"{len(by_series)} series, {len(changes)} change(s)."
+        ]
+        for alert in sorted(alerts, key=lambda a: (-a.score, a.started_at))[:8]:
+            lasted = ""
+            if alert.resolved_at:
+                lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}"
+            note = (
+                f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
+            )
+            line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{note})"
+            evidence.append(Evidence(alert.id, "alert", alert.started_at, line))
+        ranked = sorted(by_series.items(), key=lambda kv: max(a.score for a in kv[1]), reverse=True)
+        for series, points in ranked[:5]:
+            peak = max(points, key=lambda a: abs(a.value - a.expected))
+            summary.append(
+                f"{series}: {len(points)} anomalous point(s), peak {fmt(peak.value)} vs expected "
+                f"{fmt(peak.expected)} at {self._hhmm(peak.ts)} [{peak.signal_id[:8]}]"
+            )
+            figures[f"peak:{series}"] = peak.value
+            evidence.append(Evidence(peak.signal_id[:8], "anomaly", peak.ts, peak.explanation))
+        busiest = Counter(a.service for a in alerts) + Counter(a.service for a in anomalies)
+        if len(busiest) > 1 and q.intent in ("list", "count", "compare", "summary"):
+            summary.append("Busiest: " + ", ".join(f"{s} {n}" for s, n in busiest.most_common(5)))
+            figures |= {f"events:{s}": float(n) for s, n in busiest.most_common(5)}
+        for c in changes[-5:]:
+            evidence.append(Evidence(c.id[:8], "change", c.ts, f"{c.change_type} on {c.service}: {c.text}"))
+        if change is not None:
+            before, after = _before_after(change, all_anomalies, q, self.clock())
+            summary.append(
+                f"Anomalous points on {scope}: {after} since {change.change_type} "
+                f"at {self._hhmm(change.ts)}, "
+                f"{before} in as long before it."
+            )
+            figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
+        cited = {e.id for e in evidence}
+        for hit in hits:
+            doc = hit.doc
+            if doc.short_id in cited or doc.kind in ("alert", "anomaly") or len(evidence) >= 16:
+                continue
+            cited.add(doc.short_id)
+            evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))
+        if not alerts and not anomalies:
+            summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
+                f" {len(changes)} change(s) in that time." if changes else ""
+            )
+        return Answer(
+            q.text,
+            q.until - since,
+            q.services,
+            summary,
+            evidence,
+            figures,
+            window=window,
+            intent=q.intent,
+            since=since,
+            until=q.until,
+        )
+
+    def _hhmm(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M")
+
+
+_SUBJECT = re.compile(r"\b(?:on|with|for)\s+([A-Za-z][\w.\-]{2,})", re.I)
+_NOT_SUBJECTS = set(
+    "the this that these those today yesterday now all any everything anything our my prod production "
+    "staging us me it them deploy deploys deployments changes change alerts alert errors error latency "
+    "spikes incidents incident services service series respect regard real sure example instance once "
+    "while hours days minutes weeks".split()
+)
+
+
+def _unknown_subject(text: str, q: Question) -> str | None:
+    """A name the question asks about ("anything on billing?") that the record does not know."""
+    if q.services or q.series:
+        return None
+    match = _SUBJECT.search(text)
+    if match is None or match.group(1).lower() in _NOT_SUBJECTS:
+        return None
+    return match.group(1).rstrip(".?!,")
+
+
+def _scoped(series: str, service: str, q: Question) -> bool:
+    if q.series:
+        return series in q.series or (not series and service in q.services)
+    return not q.services or service in q.services
+
+
+def _in(ts: float, series: str, service: str, q: Question, since: float) -> bool:
+    return since <= ts <= q.until and _scoped(series, service, q)
+
+
+def _narrowed(q: Question, since: float) -> Question:
+    return replace(q, since=since)
+
+
+def _last_change(changes: Sequence[ChangeRef], q: Question) -> ChangeRef | None:
+    scoped = [c for c in changes if not q.services or c.service in q.services]
+    return scoped[-1] if scoped else None
+
+
+def _before_after(
+    change: ChangeRef, anomalies: Sequence[Anomaly], q: Question, now: float
+) -> tuple[int, int]:
+    span = min(BEFORE_AFTER_MAX_S, max(60.0, now - change.ts))
+    scoped = [a for a in anomalies if _scoped(a.series, a.service, q)]
+    before = sum(1 for a in scoped if change.ts - span <= a.ts < change.ts)
+    after = sum(1 for a in scoped if change.ts <= a.ts <= change.ts + span)
+    return before, after
+
+
+def _phrase(window: str) -> str:
+    return (
+        window
+        if window.startswith(("since", "around"))
+        else f"in the {window}"
+        if window.startswith("last")
+        else window
+    )

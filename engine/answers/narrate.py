@@ -1,0 +1,168 @@
+"""Answers narrated by a local language model from evidence that code retrieved and computed.
+
+The model only narrates: retrieval picks the evidence and computes the figures
+(`engine/answer.py`), the prompt (`prompts/answer.txt`) quotes signal text as data,
+and the model's text is checked afterwards: a figure that is not in the context is
+marked, an evidence id that was not given is marked. When the model is down, slow or
+not pulled, the answer is the retrieval-only one, labelled as such, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Protocol
+
+from engine.answers.answer import Answer, RetrievalAnswerer
+from engine.errors import ModelUnavailable
+from prompts import render
+
+log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\.\d+)?")
+CITATION = re.compile(r"\[([0-9a-f]{6,12})\]")  # an evidence id as the model cites it
+Partial = Callable[[str], Awaitable[None]]
+
+
+class LanguageModel(Protocol):
+    """A chat model that streams its answer (Ollama in production)."""
+
+    name: str
+
+    def stream(self, system: str, user: str) -> AsyncIterator[str]:
+        """The answer in pieces; raises ModelUnavailable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NarratedAnswer:
+    text: str
+    retrieval: Answer
+    mode: str  # "model" or "retrieval-only"
+    note: str = ""  # why it is retrieval-only, or what the checks found
+    unverified: list[str] = field(default_factory=list)  # figures the model gave that the context lacks
+    unknown_ids: list[str] = field(default_factory=list)
+
+
+class ModelAnswerer:
+    """Retrieval first, then the model narrates; any model failure falls back to retrieval-only."""
+
+    def __init__(
+        self,
+        retrieval: RetrievalAnswerer,
+        model: LanguageModel | None,
+        tz: tzinfo = UTC,
+        timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.retrieval = retrieval
+        self.model = model
+        self.tz = tz
+        self.timeout_s = timeout_s
+        self.clock = clock
+
+    async def answer(self, question: str, on_partial: Partial | None = None) -> NarratedAnswer:
+        found = await self.retrieval.answer(question)
+        if self.model is None:
+            return NarratedAnswer(_plain(found), found, "retrieval-only", "no language model is configured")
+        if not found.evidence:
+            return NarratedAnswer(_plain(found), found, "retrieval-only", "nothing in the record to narrate")
+        context = self.context(found)
+        prompt = render("answer", question=question, **context)
+        pieces: list[str] = []
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for piece in self.model.stream(system="", user=prompt):
+                    pieces.append(piece)
+                    if on_partial is not None:
+                        await on_partial("".join(pieces))
+        except TimeoutError:
+            return self._fallback(found, f"the model did not finish within {self.timeout_s:.0f}s")
+        except ModelUnavailable as exc:
+            return self._fallback(found, exc.reason + (f" ({exc.hint})" if exc.hint else ""))
+        text = "".join(pieces).strip()
+        if not text:
+            return self._fallback(found, "the model gave an empty answer")
+        checked, unverified, unknown = check(
+            text, "\n".join(context.values()), {e.id for e in found.evidence}
+        )
+        notes = []
+        if unverified:
+            notes.append("⚠ figures not found in the record: " + ", ".join(unverified))
+        if unknown:
+            notes.append("⚠ cited ids that were not in the evidence: " + ", ".join(unknown))
+        return NarratedAnswer(checked, found, "model", "; ".join(notes), unverified, unknown)
+
+    def context(self, found: Answer) -> dict[str, str]:
+        """The prompt's variables: the window, scope, computed figures and evidence lines."""
+        until = found.until or self.clock()
+        since = found.since or until - found.window_s
+        evidence = "\n".join(
+            f"[{e.id}] {self._when(e.ts)} {e.kind}: {_one_line(e.line)}" for e in found.evidence
+        )
+        figures = "\n".join([*found.summary, *(f"{k}: {_num(v)}" for k, v in found.figures.items())])
+        return {
+            "window": found.window or f"last {_hours(found.window_s)}",
+            "since": self._when(since),
+            "until": self._when(until),
+            "timezone": str(self.tz),
+            "services": ", ".join(found.services) or "all",
+            "intent": found.intent,
+            "figures": figures,
+            "evidence": evidence,
+        }
+
+    def _fallback(self, found: Answer, why: str) -> NarratedAnswer:
+        log.warning("answering without the model: %s", why)
+        return NarratedAnswer(_plain(found), found, "retrieval-only", f"model unavailable: {why}")
+
+    def _when(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def check(text: str, context: str, evidence_ids: set[str]) -> tuple[str, list[str], list[str]]:
+    """Mark figures absent from the context (`123⚠`) and cited ids that were not given."""
+    known = {_norm(n) for n in _NUMBER.findall(context)}
+    unknown_ids = sorted({i for i in CITATION.findall(text) if i not in evidence_ids})
+    unverified: list[str] = []
+
+    def mark(match: re.Match[str]) -> str:
+        number = match.group(0)
+        if _norm(number) in known:
+            return number
+        unverified.append(number)
+        return f"{number}⚠"
+
+    parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures: keep them whole
+    checked = "".join(p if CITATION.fullmatch(p) else _NUMBER.sub(mark, p) for p in parts)
+    return checked, list(dict.fromkeys(unverified)), unknown_ids
+
+
+def _norm(number: str) -> str:
+    cleaned = number.replace(",", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return cleaned
+    return f"{value:g}"
+
+
+def _plain(found: Answer) -> str:
+    return "\n".join(found.summary)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:400]
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} hours"

@@ -1,0 +1,284 @@
+"""Streaming detection per series: the ensemble's verdicts, with hysteresis and flapping.
+
+`Detection` owns the states of the series this worker has seen. Each metric point goes
+through the ensemble (`engine/ensemble.py`) and gets an `Assessment`; hysteresis then
+decides what is an anomaly episode: a higher score opens one than keeps it open, and a
+quiet period closes it. A series that opens again soon after closing is flapping: its
+episode then stays open until a much longer calm, so people hear about it once.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel, score_of
+from engine.signal import Signal
+from engine.text import duration, fmt
+
+Transition = Literal["opened", "closed"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A point judged abnormal, with what was expected and why."""
+
+    id: str
+    signal_id: str
+    ts: float
+    series: str
+    service: str
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    detectors: tuple[str, ...]
+    explanation: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Hysteresis:
+    """When an anomaly episode opens, stays open, closes, and counts as flapping."""
+
+    open_score: float = 0.58  # |z| ≈ 4.27
+    keep_score: float = 0.3  # |z| ≈ 3.3
+    quiet_points: int = 10  # points under `keep_score` before an episode closes
+    flap_window_s: float = 3600.0  # reopening within this of closing is flapping
+    flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
+
+
+@dataclass(slots=True)
+class Episode:
+    """Where a series stands: calm, or in an anomaly episode since `opened_at`."""
+
+    open: bool = False
+    quiet: int = 0
+    opened_at: float = 0.0
+    closed_at: float = 0.0
+    flapping: bool = False
+
+
+@dataclass(slots=True)
+class SeriesState:
+    model: SeriesModel
+    episode: Episode
+    service: str = ""
+    dirty: bool = True
+    silence_reported: bool = False
+    arrived_at: float = 0.0  # wall clock when its last point arrived (silence is judged on arrival)
+
+
+@dataclass(slots=True)
+class Observation:
+    """What detection made of one metric point (not frozen: one is made per point)."""
+
+    signal: Signal
+    assessment: Assessment | None
+    anomaly: Anomaly | None
+    transition: Transition = None
+    flapping: bool = False
+    open: bool = False
+
+
+# format version, open, quiet, opened_at, closed_at, flapping, arrived_at (format 3)
+_EPISODE = struct.Struct("<B?Hdd?d")
+_EPISODE_V2 = struct.Struct("<B?Hdd?")  # read, for states saved before arrival times were kept
+_FORMAT = 3
+# A series whose last point arrived this much later than its timestamp is being backfilled,
+# not reporting live: it cannot be "silent" until it reports live again.
+LIVE_LAG_S = 600.0
+
+
+class Detection:
+    """Runs the ensemble over metric signals, holding each series' state."""
+
+    def __init__(self, detector: EnsembleDetector | None = None, policy: Hysteresis | None = None) -> None:
+        self.detector = detector or EnsembleDetector()
+        self.policy = policy or Hysteresis()
+        self._series: dict[str, SeriesState] = {}
+
+    def known(self, series: str) -> bool:
+        return series in self._series
+
+    def observe(self, signal: Signal, arrived_at: float | None = None) -> Observation:
+        """Feed one metric point through the ensemble and the hysteresis.
+
+        `arrived_at`: when the point reached SigOps (wall clock); offline replay leaves it out
+        and time is the points' own.
+        """
+        value = signal.value
+        assert value is not None
+        state = self._series.get(signal.series)
+        if state is None:
+            state = SeriesState(self.detector.new_state(), Episode())
+            self._series[signal.series] = state
+        state.dirty = True
+        state.service = signal.service
+        state.silence_reported = False
+        state.arrived_at = signal.ts if arrived_at is None else arrived_at
+        verdict = self.detector.observe(state.model, signal.ts, value)
+        if verdict is None:
+            return Observation(signal, None, None)
+        return self._judge(signal, state, verdict)
+
+    def _judge(self, signal: Signal, state: SeriesState, verdict: Assessment) -> Observation:
+        policy, episode = self.policy, state.episode
+        transition: Transition = None
+        strong = verdict.score >= policy.open_score
+        if strong:
+            episode.quiet = 0
+            if not episode.open:
+                episode.open, episode.opened_at, transition = True, signal.ts, "opened"
+                episode.flapping = (
+                    bool(episode.closed_at) and signal.ts - episode.closed_at < policy.flap_window_s
+                )
+        elif episode.open:
+            episode.quiet = 0 if verdict.score >= policy.keep_score else episode.quiet + 1
+            needed = policy.quiet_points * (policy.flap_quiet_factor if episode.flapping else 1)
+            if episode.quiet >= needed:
+                episode.open, episode.closed_at, transition = False, signal.ts, "closed"
+        lasting = signal.ts - episode.opened_at if episode.open and transition != "opened" else 0.0
+        anomaly = _anomaly(signal, verdict, lasting) if strong else None
+        return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
+
+    def sweep(self, now: float) -> list[Anomaly]:
+        """Series that stopped reporting (each reported once until it reports again)."""
+        found = []
+        for name, state in self._series.items():
+            if state.silence_reported or not state.arrived_at:
+                continue
+            lag = state.arrived_at - state.model.last_ts
+            if lag > max(LIVE_LAG_S, 3 * state.model.gap):
+                continue  # back-dated points: not reporting live, so it cannot stop reporting
+            # Silence is judged on arrival: how long since a point came, against the usual gap.
+            quiet = self.detector.silent_since(state.model, state.model.last_ts + (now - state.arrived_at))
+            if quiet:
+                state.silence_reported = True
+                state.dirty = True
+                # The episode opens now; the series' next point (flagged as after a silence)
+                # keeps it open, and calm points after that close it.
+                state.episode.open, state.episode.opened_at, state.episode.quiet = True, now, 0
+                model = state.model
+                ratio = quiet / max(model.gap, 1e-9) / self.detector.silence_factor
+                z = min(10.0, 4.0 + math.log2(ratio + 1) * 2)
+                found.append(
+                    Anomaly(
+                        id=f"silence:{name}:{int(model.last_ts)}",
+                        signal_id=f"silence:{name}:{int(model.last_ts)}",
+                        ts=now,
+                        series=name,
+                        service=state.service or name.split(".", 1)[0],
+                        value=0.0,
+                        expected=1.0,
+                        lower=1.0,
+                        upper=1.0,
+                        score=round(score_of(z), 4),
+                        detectors=("silence",),
+                        explanation=(
+                            f"{name} has not reported for {duration(quiet)} "
+                            f"(usually every {duration(model.gap)})"
+                        ),
+                    )
+                )
+        return found
+
+    # -- persistence -------------------------------------------------------------
+
+    def restore(self, saved: Mapping[str, bytes]) -> None:
+        """Adopt persisted states (from `dirty_states`) for series not seen yet."""
+        for series, blob in saved.items():
+            if series not in self._series:
+                state = self._unpack(blob)
+                if state is not None:
+                    self._series[series] = state
+
+    def series_names(self) -> list[str]:
+        return list(self._series)
+
+    def forget(self, names: list[str]) -> None:
+        """Drop series this worker no longer owns (their next owner loads their state)."""
+        for name in names:
+            self._series.pop(name, None)
+
+    def packed(self, names: list[str]) -> dict[str, bytes]:
+        """The persisted form of these series' states, dirty or not (others are left as they are)."""
+        return {name: self._pack(self._series[name]) for name in names if name in self._series}
+
+    def dirty_states(self) -> dict[str, bytes]:
+        """Packed states changed since the last call (and mark them clean)."""
+        out = {}
+        for name, state in self._series.items():
+            if state.dirty:
+                out[name] = self._pack(state)
+                state.dirty = False
+        return out
+
+    def _pack(self, state: SeriesState) -> bytes:
+        e = state.episode
+        quiet = min(e.quiet, 65535)
+        episode = _EPISODE.pack(
+            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at
+        )
+        return episode + self.detector.pack(state.model)
+
+    def _unpack(self, blob: bytes) -> SeriesState | None:
+        try:
+            if blob[:1] == bytes([2]):  # before arrival times: take the last point's time
+                _, is_open, quiet, opened_at, closed_at, flapping = _EPISODE_V2.unpack_from(blob)
+                model = self.detector.unpack(blob[_EPISODE_V2.size :])
+                arrived_at = model.last_ts
+            else:
+                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at = _EPISODE.unpack_from(
+                    blob
+                )
+                if version != _FORMAT:
+                    return None
+                model = self.detector.unpack(blob[_EPISODE.size :])
+        except (struct.error, ValueError):
+            return None  # state from another version: relearn rather than crash
+        episode = Episode(is_open, quiet, opened_at, closed_at, flapping)
+        return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
+
+
+def state_bytes(detection: Detection) -> int:
+    """Bytes of persisted state per series."""
+    return _EPISODE.size + len(detection.detector.pack(SeriesModel()))
+
+
+def _anomaly(signal: Signal, verdict: Assessment, lasting: float = 0.0) -> Anomaly:
+    assert signal.value is not None
+    drivers = verdict.drivers or ("level",)
+    return Anomaly(
+        id=f"{signal.id}:{drivers[0]}",
+        signal_id=signal.id,
+        ts=signal.ts,
+        series=signal.series,
+        service=signal.service,
+        value=signal.value,
+        expected=verdict.expected,
+        lower=verdict.lower,
+        upper=verdict.upper,
+        score=round(verdict.score, 4),
+        detectors=drivers,
+        explanation=explain(signal.series, signal.value, verdict, lasting),
+        labels=dict(signal.labels),
+    )
+
+
+def explain(series: str, value: float, verdict: Assessment, lasting: float = 0.0) -> str:
+    """One line a person can read: value vs expected, band, how far off, why, for how long."""
+    half_band = (verdict.upper - verdict.lower) / 2
+    direction = "above" if verdict.z > 0 else "below"
+    why = "+".join(verdict.drivers) or "level"
+    text = (
+        f"{series} {fmt(value)} vs expected {fmt(verdict.expected)}±{fmt(half_band)}, "
+        f"{abs(verdict.z):.1f}σ {direction} ({why})"
+    )
+    if lasting >= 60:
+        text += f", for {duration(lasting)}"
+    return f"{text}; {verdict.note}" if verdict.note else text
