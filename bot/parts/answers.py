@@ -1,0 +1,92 @@
+"""Answers: the embedder, retrieval over the record, the model, and the command core outside serve."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot.commands import CommandCore
+from bot.parts.notifications import Notifications
+from bot.settings import Settings
+from engine.alerting.actions import AlertActions
+from engine.answers.answer import RetrievalAnswerer
+from engine.answers.embed import Embedder, HashingEmbedder
+from engine.answers.narrate import ModelAnswerer
+from engine.answers.retrieval import Indexer, Retriever
+from engine.supervise import Supervisor
+from storage.documents import SqliteDocumentStore
+from storage.notify_store import SqliteNotifyStore
+from storage.ollama_model import OllamaEmbedder, OllamaModel
+from storage.sqlite import SqliteRecord
+from storage.vector_index import FaissIndex
+
+log = logging.getLogger(__name__)
+
+
+def build_narrator(
+    settings: Settings, record: SqliteRecord, embedder: Embedder | None = None
+) -> ModelAnswerer:
+    """Hybrid retrieval over the record, narrated by Ollama when configured (retrieval-only otherwise)."""
+    embedder = embedder or HashingEmbedder()
+    docs = SqliteDocumentStore(record)
+    safe = embedder.name.replace(":", "-").replace("/", "-")
+    index = FaissIndex(settings.data_dir / "index" / f"documents-{safe}.faiss", embedder.dim, embedder.name)
+    indexer = Indexer(docs, index, embedder)
+    retrieval = RetrievalAnswerer(
+        record, tz=settings.tz, retriever=Retriever(docs, index, embedder, indexer), names=docs
+    )
+    model = (
+        OllamaModel(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
+        if settings.ollama_host
+        else None
+    )
+    return ModelAnswerer(retrieval, model, settings.tz, settings.ollama_timeout_s)
+
+
+async def choose_embedder(settings: Settings) -> Embedder:
+    """Ollama's embedding model when configured and answering; otherwise the built-in one (said once)."""
+    if settings.ollama_host and settings.embed_model:
+        ollama_embedder = OllamaEmbedder(settings.ollama_host, settings.embed_model)
+        if await ollama_embedder.probe():
+            return ollama_embedder
+        log.warning(
+            "embedding model %s on %s not available: using the built-in hashing embedder "
+            "(word and spelling overlap, no synonyms)",
+            settings.embed_model,
+            settings.ollama_host,
+        )
+    return HashingEmbedder()
+
+
+def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
+    """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
+    store = SqliteNotifyStore(record)
+    return CommandCore(
+        record,
+        RetrievalAnswerer(record),
+        delivery=store,
+        actions=AlertActions(store, time.time),
+        chart_dir=settings.data_dir / "charts",
+        tz=settings.tz,
+        narrator=build_narrator(settings, record),
+    )
+
+
+def build_core(
+    settings: Settings,
+    record: SqliteRecord,
+    notifications: Notifications,
+    embedder: Embedder,
+    supervisor: Supervisor,
+) -> CommandCore:
+    """The one command core every chat front end calls, with actions that wake the pipeline."""
+    return CommandCore(
+        record,
+        RetrievalAnswerer(record),
+        delivery=notifications.store,
+        actions=AlertActions(notifications.store, time.time, wake=notifications.dispatcher.wake),
+        chart_dir=settings.data_dir / "charts",
+        tz=settings.tz,
+        narrator=build_narrator(settings, record, embedder),
+        supervisor=supervisor,
+    )

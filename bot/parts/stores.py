@@ -1,0 +1,73 @@
+"""The record and Redis: the stores every part of a process shares, and detection on them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bot.settings import Settings
+from engine.alerting.alerts import AlertPolicy
+from engine.detection.detect import Detection, Hysteresis
+from engine.detection.ensemble import EnsembleDetector, LocalHours
+from engine.errors import QueueUnavailable
+from engine.intake.worker import SignalProcessor
+from storage.keys import Keys
+from storage.redis_state import RedisDetectorStateStore
+from storage.redis_stream import RedisSignalQueue, connect
+from storage.sqlite import SqliteRecord
+
+log = logging.getLogger(__name__)
+
+
+def build_detection(settings: Settings) -> Detection:
+    """The detector ensemble and hysteresis as configured (shared by `serve` and `detect`)."""
+    return Detection(
+        EnsembleDetector(warmup=settings.detect_warmup, hours=LocalHours(settings.tz)),
+        Hysteresis(
+            open_score=settings.detect_open_score,
+            keep_score=settings.detect_keep_score,
+            quiet_points=settings.detect_quiet_points,
+        ),
+    )
+
+
+def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
+    """The configured Redis, or an in-process stand-in when none is configured."""
+    if settings.redis_url:
+        return connect(settings.redis_url), False
+    import fakeredis  # only the embedded default needs it
+
+    return fakeredis.FakeAsyncRedis(), True
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Redis (or its in-process stand-in), the signal stream on it, and the durable record."""
+
+    redis: aioredis.Redis
+    embedded: bool
+    keys: Keys
+    queue: RedisSignalQueue
+    record: SqliteRecord
+
+
+async def open_stores(settings: Settings, sqlite_path: Path | None = None) -> Stores:
+    """Connect Redis and open the record; Redis may still be down (ingest answers 503 meanwhile)."""
+    redis, embedded = make_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen, shards=settings.shards)
+    record = await SqliteRecord.open(sqlite_path or settings.sqlite_path)
+    try:
+        await queue.ensure_group()
+    except QueueUnavailable as exc:
+        log.warning("Redis not reachable yet (%s); ingest answers 503 and workers wait until it is", exc)
+    return Stores(redis, embedded, keys, queue, record)
+
+
+def build_processor(settings: Settings, stores: Stores) -> SignalProcessor:
+    """Detect → decide → record, shared by this process's workers."""
+    states = RedisDetectorStateStore(stores.redis, stores.keys)
+    return SignalProcessor(stores.record, states, build_detection(settings), AlertPolicy())

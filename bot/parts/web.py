@@ -1,0 +1,31 @@
+"""HTTP: the aiohttp server with ingest, health, and the chat front ends' routes."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot.http import build_app
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def start_http(rt: Runtime, host: str | None = None, port: int | None = None) -> int:
+    """Serve the HTTP API; return the port actually bound."""
+    app = build_app(
+        rt.ingest,
+        {"redis": rt.queue.ping, "sqlite": rt.record.ping},
+        loops=rt.supervisor.problems,
+        token=rt.settings.ingest_token.get_secret_value() if rt.settings.ingest_token else None,
+        max_body_bytes=rt.settings.max_body_bytes,
+    )
+    for path, handler in rt.routes:
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or rt.settings.http_host, rt.settings.http_port if port is None else port)
+    await site.start()
+    rt.runner = runner
+    return int(runner.addresses[0][1])
