@@ -63,7 +63,6 @@ class SqliteNotifyStore:
 
     async def write_groups(self, updates: Sequence[GroupUpdate], now: float) -> None:
         async with self.record.transaction():
-            conn = self.record.conn
             taken_up = sorted({i for u in updates for i in u.taken_up()})
             if taken_up:
                 await guarded(
@@ -73,59 +72,52 @@ class SqliteNotifyStore:
                     "marking alerts as taken up",
                 )
             for u in updates:
-                s = u.state
-                members = {
-                    k: [m.alert_id, m.fingerprint, m.toggles, m.last_toggle] for k, m in s.members.items()
-                }
-                await guarded(
-                    lambda s=s, members=members, u=u: conn.execute(  # type: ignore[misc]
-                        "INSERT INTO notify_groups (id, key, receiver, labels, first_seen, last_sent, "
-                        "members, version, closed) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
-                        "last_sent=excluded.last_sent, members=excluded.members, version=excluded.version, "
-                        "closed=excluded.closed",
-                        (
-                            s.id,
-                            s.key,
-                            s.receiver,
-                            orjson.dumps(dict(s.labels)).decode(),
-                            s.first_seen,
-                            s.last_sent,
-                            orjson.dumps(members).decode(),
-                            s.version,
-                            int(u.closed),
-                        ),
-                    ),
-                    "saving an alert group",
-                )
-                note = u.notification
-                if note is None:
-                    continue
-                payload = note.to_json().decode()
-                await guarded(
-                    lambda s=s, note=note: conn.execute(  # type: ignore[misc]
-                        "INSERT INTO notify_log (ts, group_id, version, reason, alerts) VALUES (?,?,?,?,?)",
-                        (
-                            now,
-                            s.id,
-                            note.version,
-                            note.reason,
-                            orjson.dumps([a.id for a in note.alerts]).decode(),
-                        ),
-                    ),
-                    "logging a notification",
-                )
-                rows = [
-                    (s.id, d.platform, d.chat, note.version, note.reason, payload, "pending", now, now)
-                    for d in u.destinations
-                ]
-                await guarded(
-                    lambda rows=rows: conn.executemany(  # type: ignore[misc]
-                        "INSERT OR IGNORE INTO deliveries (group_id, platform, chat, version, reason, "
-                        "payload, status, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                        rows,
-                    ),
-                    "writing the outbox",
-                )
+                await guarded(lambda u=u: self._save_group(u), "saving an alert group")  # type: ignore[misc]
+                if u.notification is not None:
+                    await guarded(
+                        lambda u=u: self._queue(u, now),  # type: ignore[misc]
+                        "logging a notification and writing the outbox",
+                    )
+
+    async def _save_group(self, u: GroupUpdate) -> None:
+        s = u.state
+        members = {k: [m.alert_id, m.fingerprint, m.toggles, m.last_toggle] for k, m in s.members.items()}
+        await self.record.conn.execute(
+            "INSERT INTO notify_groups (id, key, receiver, labels, first_seen, last_sent, "
+            "members, version, closed) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            "last_sent=excluded.last_sent, members=excluded.members, version=excluded.version, "
+            "closed=excluded.closed",
+            (
+                s.id,
+                s.key,
+                s.receiver,
+                orjson.dumps(dict(s.labels)).decode(),
+                s.first_seen,
+                s.last_sent,
+                orjson.dumps(members).decode(),
+                s.version,
+                int(u.closed),
+            ),
+        )
+
+    async def _queue(self, u: GroupUpdate, now: float) -> None:
+        """The notification log entry, and one outbox row per destination."""
+        note, group_id = u.notification, u.state.id
+        assert note is not None
+        await self.record.conn.execute(
+            "INSERT INTO notify_log (ts, group_id, version, reason, alerts) VALUES (?,?,?,?,?)",
+            (now, group_id, note.version, note.reason, orjson.dumps([a.id for a in note.alerts]).decode()),
+        )
+        payload = note.to_json().decode()
+        rows = [
+            (group_id, d.platform, d.chat, note.version, note.reason, payload, "pending", now, now)
+            for d in u.destinations
+        ]
+        await self.record.conn.executemany(
+            "INSERT OR IGNORE INTO deliveries (group_id, platform, chat, version, reason, "
+            "payload, status, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
 
     async def notification_log(self, since: float, limit: int = 200) -> list[tuple[float, str, int, str]]:
         """(ts, group id, version, reason) of notifications since `since`, newest first."""

@@ -159,21 +159,12 @@ class RetrievalAnswerer:
             "max_score": round(max((a.score for a in anomalies), default=0.0), 2),
             "changes": float(len(changes)),
         }
-        evidence: list[Evidence] = []
+        evidence = [_alert_evidence(a) for a in sorted(alerts, key=lambda a: (-a.score, a.started_at))[:8]]
         summary = [
             f"{window.capitalize()} for {scope}: {len(alerts)} alert(s) "
             f"({int(figures['alerts_firing'])} still open), {len(anomalies)} anomalous point(s) on "
             f"{len(by_series)} series, {len(changes)} change(s)."
         ]
-        for alert in sorted(alerts, key=lambda a: (-a.score, a.started_at))[:8]:
-            lasted = ""
-            if alert.resolved_at:
-                lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}"
-            note = (
-                f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
-            )
-            line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{note})"
-            evidence.append(Evidence(alert.id, "alert", alert.started_at, line))
         ranked = sorted(by_series.items(), key=lambda kv: max(a.score for a in kv[1]), reverse=True)
         for series, points in ranked[:5]:
             peak = max(points, key=lambda a: abs(a.value - a.expected))
@@ -197,13 +188,7 @@ class RetrievalAnswerer:
                 f"{before} in as long before it."
             )
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
-        cited = {e.id for e in evidence}
-        for hit in hits:
-            doc = hit.doc
-            if doc.short_id in cited or doc.kind in ("alert", "anomaly") or len(evidence) >= 16:
-                continue
-            cited.add(doc.short_id)
-            evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))
+        _add_text_evidence(evidence, hits)
         if not alerts and not anomalies:
             summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
                 f" {len(changes)} change(s) in that time." if changes else ""
@@ -281,3 +266,21 @@ def _phrase(window: str) -> str:
         if window.startswith("last")
         else window
     )
+
+
+def _alert_evidence(alert: Alert) -> Evidence:
+    lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}" if alert.resolved_at else ""
+    note = f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
+    line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{note})"
+    return Evidence(alert.id, "alert", alert.started_at, line)
+
+
+def _add_text_evidence(evidence: list[Evidence], hits: Sequence[Hit], cap: int = 16) -> None:
+    """Retrieved documents (events, logs, changes) not cited yet, up to `cap` items in all."""
+    cited = {e.id for e in evidence}
+    for hit in hits:
+        doc = hit.doc
+        if doc.short_id in cited or doc.kind in ("alert", "anomaly") or len(evidence) >= cap:
+            continue
+        cited.add(doc.short_id)
+        evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))

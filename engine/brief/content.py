@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
@@ -133,73 +133,48 @@ def brief_lines(brief: Brief, tz: tzinfo) -> list[tuple[str, list[str]]]:
     def at(ts: float) -> str:
         return datetime.fromtimestamp(ts, tz).strftime("%a %H:%M")
 
-    sections: list[tuple[str, list[str]]] = []
-    if brief.still_open:
-        sections.append(
-            (
-                "Still open",
-                [
-                    f"[{a.id}] {a.severity} {a.title} since {at(a.started_at)}"
-                    + (f", acknowledged by {a.acked_by}" if a.acked_by else "")
-                    for a in brief.still_open
-                ],
-            )
-        )
-    if brief.fired:
-        sections.append(("Fired", [f"[{a.id}] {a.title} at {at(a.started_at)}" for a in brief.fired[:15]]))
-    if brief.resolved:
-        sections.append(
-            (
-                "Resolved",
-                [
-                    f"[{a.id}] {a.title} after {duration((a.resolved_at or a.updated_at) - a.started_at)}"
-                    + (f" by {a.resolved_by}" + (f": {a.note}" if a.note else "") if a.resolved_by else "")
-                    for a in brief.resolved[:15]
-                ],
-            )
-        )
-    if brief.flapping:
-        sections.append(("Flapping", [f"[{a.id}] {a.title}" for a in brief.flapping]))
-    if brief.silences:
-        sections.append(
-            (
-                "Silences",
-                [
-                    f"[{s.id}] {s.matcher_text} until {at(s.ends_at)}"
-                    + (" (ends today)" if ends_today(s, brief.until, tz) else "")
-                    + f", by {s.author}"
-                    for s in brief.silences
-                ],
-            )
-        )
-    if brief.top:
-        sections.append(
-            (
-                "Top anomalies",
-                [
-                    f"{t.series}: peak {fmt(t.peak.value)} vs expected {fmt(t.peak.expected)} "
-                    f"at {at(t.peak.ts)}, "
-                    f"{t.points} point(s) over {duration(t.lasted_s)}"
-                    + (f"; after {t.change.change_type} {t.change.text}" if t.change else "")
-                    + f" [{t.peak.signal_id[:8]}]"
-                    for t in brief.top
-                ],
-            )
-        )
-    if brief.changes:
-        sections.append(
-            (
-                "Changes",
-                [
-                    f"[{c.id[:8]}] {at(c.ts)} {c.change_type} on {c.service}: {c.text}"
-                    + (f" — followed by {n} anomalous point(s) within the hour" if n else "")
-                    for c, n in brief.changes
-                ],
-            )
-        )
-    if brief.trends:
-        sections.append(("Trends to watch", [t.text for t in brief.trends]))
-    return sections
+    sections = [
+        ("Still open", [_open_line(a, at) for a in brief.still_open]),
+        ("Fired", [f"[{a.id}] {a.title} at {at(a.started_at)}" for a in brief.fired[:15]]),
+        ("Resolved", [_resolved_line(a) for a in brief.resolved[:15]]),
+        ("Flapping", [f"[{a.id}] {a.title}" for a in brief.flapping]),
+        ("Silences", [_silence_line(s, at, ends_today(s, brief.until, tz)) for s in brief.silences]),
+        ("Top anomalies", [_top_line(t, at) for t in brief.top]),
+        ("Changes", [_change_line(c, n, at) for c, n in brief.changes]),
+        ("Trends to watch", [t.text for t in brief.trends]),
+    ]
+    return [(title, lines) for title, lines in sections if lines]
+
+
+def _open_line(a: Alert, at: Callable[[float], str]) -> str:
+    acked = f", acknowledged by {a.acked_by}" if a.acked_by else ""
+    return f"[{a.id}] {a.severity} {a.title} since {at(a.started_at)}{acked}"
+
+
+def _resolved_line(a: Alert) -> str:
+    how = f" by {a.resolved_by}" + (f": {a.note}" if a.note else "") if a.resolved_by else ""
+    return f"[{a.id}] {a.title} after {duration((a.resolved_at or a.updated_at) - a.started_at)}{how}"
+
+
+def _silence_line(s: Silence, at: Callable[[float], str], today: bool) -> str:
+    return (
+        f"[{s.id}] {s.matcher_text} until {at(s.ends_at)}"
+        + (" (ends today)" if today else "")
+        + f", by {s.author}"
+    )
+
+
+def _top_line(t: TopAnomaly, at: Callable[[float], str]) -> str:
+    after = f"; after {t.change.change_type} {t.change.text}" if t.change else ""
+    return (
+        f"{t.series}: peak {fmt(t.peak.value)} vs expected {fmt(t.peak.expected)} at {at(t.peak.ts)}, "
+        f"{t.points} point(s) over {duration(t.lasted_s)}{after} [{t.peak.signal_id[:8]}]"
+    )
+
+
+def _change_line(c: ChangeRef, followed: int, at: Callable[[float], str]) -> str:
+    after = f" — followed by {followed} anomalous point(s) within the hour" if followed else ""
+    return f"[{c.id[:8]}] {at(c.ts)} {c.change_type} on {c.service}: {c.text}{after}"
 
 
 async def narrate(model: LanguageModel | None, brief: Brief, tz: tzinfo, timeout_s: float) -> tuple[str, str]:
