@@ -14,6 +14,7 @@ including one when the values return to normal after the window, is false.
 Prints precision, recall and F1 by type, mean detection delay in points, false alarms
 per clean series-day, the share of >=5σ spikes and steps caught within 3 points,
 throughput in points/s on one core, and the persisted state per series in bytes.
+Then, when ../shared/bench/nab_dev exists, the real-data figures of bench/nab.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import nab  # bench/nab.py, beside this file
 
 from engine.demo import poisson_sample
 from engine.detection.detect import Detection, state_bytes
@@ -210,6 +214,11 @@ def main() -> None:
     print(f">=5σ spikes, dips and steps caught within 3 points: {fast[0]}/{fast[1]}")
     print(f"throughput: {points / seconds:,.0f} points/s on one core (whole ensemble + hysteresis)")
     print(f"state per series: {state_bytes(Detection())} bytes")
+    if nab.KIT.exists():
+        print()
+        nab.run(nab.KIT)
+    else:
+        print(f"(no NAB dev kit at {nab.KIT}: real-data figures skipped)")
 
 
 if __name__ == "__main__":

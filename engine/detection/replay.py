@@ -16,7 +16,7 @@ from engine.detection.detect import Detection
 from engine.errors import PayloadError
 from engine.signal import Signal, parse_timestamp
 
-OUT_COLUMNS = ("timestamp", "value", "score", "expected", "lower", "upper", "anomaly")
+OUT_COLUMNS = ("timestamp", "value", "score", "expected", "lower", "upper", "anomaly", "alert")
 _TS_NAMES = {"timestamp", "ts", "time"}
 MAX_REPORTED = 5
 
@@ -66,8 +66,21 @@ def read_points(lines: Iterable[str]) -> list[Point]:
     return points
 
 
+def rank_score(z: float) -> float:
+    """How surprising a point is, in [0, 1), monotone in |z| and never saturated: 4σ is 0.5,
+    12σ 0.75, 100σ 0.96, and a 10⁶σ point still ranks above a 10⁵σ one (written with 8
+    significant digits). The live score (`score_of`) is squashed for the open and keep
+    thresholds; this one is for ranking."""
+    magnitude = abs(z)
+    return magnitude / (magnitude + 4.0)
+
+
 def replay(points: Iterable[Point], detection: Detection, series: str = "replay") -> Iterator[list[str]]:
-    """One output row per point: timestamp, value, score, expected, lower, upper, anomaly."""
+    """One output row per point: timestamp, value, score, expected, lower, upper, anomaly, alert.
+
+    `anomaly` is 1 on every abnormal point; `alert` is 1 only where an alert would open for
+    a person with these settings (an episode opening), the column to judge noise by.
+    """
     for point in points:
         signal = Signal(
             f"{series}-{point.line}", point.ts, "replay", "metric", series, point.value, {}, None, "info"
@@ -75,7 +88,7 @@ def replay(points: Iterable[Point], detection: Detection, series: str = "replay"
         obs = detection.observe(signal)
         verdict = obs.assessment
         if verdict is None:  # warming up: no opinion yet
-            yield [point.raw_ts, _num(point.value), "0", "", "", "", "0"]
+            yield [point.raw_ts, _num(point.value), "0", "", "", "", "0", "0"]
             continue
         # The point itself is abnormal: past the open score, or past the keep score while
         # an episode is open (the calm points that close an episode are not).
@@ -83,11 +96,12 @@ def replay(points: Iterable[Point], detection: Detection, series: str = "replay"
         yield [
             point.raw_ts,
             _num(point.value),
-            f"{verdict.score:.4f}",
+            f"{rank_score(verdict.z):.8g}",
             _num(verdict.expected),
             _num(verdict.lower),
             _num(verdict.upper),
             "1" if anomalous else "0",
+            "1" if obs.transition == "opened" else "0",
         ]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bot.app import build_detection
 from bot.settings import Settings
+from engine.detection.replay import rank_score
 from engine.signal import Signal, parse_timestamp
 from tests.bot.test_cli import run
 
@@ -36,12 +37,13 @@ def test_replay_writes_one_row_per_input_and_flags_the_spike(tmp_path: Path) -> 
     assert "200 rows written" in result.stderr
     with (tmp_path / "out.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["timestamp", "value", "score", "expected", "lower", "upper", "anomaly"]
+    assert list(rows[0]) == ["timestamp", "value", "score", "expected", "lower", "upper", "anomaly", "alert"]
     assert len(rows) == 200
     flagged = [i for i, row in enumerate(rows) if row["anomaly"] == "1"]
     assert flagged == [150]
     spike = rows[150]
-    assert float(spike["score"]) > 0.99
+    assert float(spike["score"]) > 0.8 and spike["alert"] == "1"  # |z| over 20
+    assert [i for i, row in enumerate(rows) if row["alert"] == "1"] == [150]  # one alert for the spike
     assert float(spike["lower"]) < float(spike["expected"]) < float(spike["upper"]) < 420
     assert all(0.0 <= float(row["score"]) <= 1.0 for row in rows)
     assert rows[0]["expected"] == ""  # warming up: no opinion yet
@@ -59,8 +61,15 @@ def test_replay_numbers_are_the_live_engines(tmp_path: Path) -> None:
         obs = live.observe(
             Signal("x", parse_timestamp(stamp), "t", "metric", "replay", float(value), {}, None, "info")
         )
-        expected_score = f"{obs.assessment.score:.4f}" if obs.assessment else "0"
+        expected_score = f"{rank_score(obs.assessment.z):.8g}" if obs.assessment else "0"
         assert row["score"] == expected_score
+        assert row["alert"] == ("1" if obs.transition == "opened" else "0")
+
+
+def test_the_score_ranks_and_does_not_saturate() -> None:
+    scores = [rank_score(z) for z in (0.0, 3.0, 4.0, 12.0, 100.0, 1e5, 1e6)]
+    assert scores == sorted(scores) and len({f"{s:.8g}" for s in scores}) == len(scores)
+    assert rank_score(4.0) == 0.5 and rank_score(-12.0) == rank_score(12.0)
 
 
 @pytest.mark.parametrize(
