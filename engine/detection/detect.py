@@ -50,6 +50,10 @@ class Hysteresis:
     quiet_points: int = 10  # points under `keep_score` before an episode closes
     flap_window_s: float = 3600.0  # reopening within this of closing is flapping
     flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
+    # Soon after an episode closed (in the series' own points), only a much stronger point
+    # opens another: real series ring after an incident, and each ring is not news.
+    refractory_points: float = 100.0
+    refractory_score: float = 0.92  # |z| ≈ 6
 
 
 @dataclass(slots=True)
@@ -130,6 +134,9 @@ class Detection:
         policy, episode = self.policy, state.episode
         transition: Transition = None
         strong = verdict.score >= policy.open_score
+        if strong and not episode.open and episode.closed_at:
+            since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
+            strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
         if strong:
             episode.quiet = 0
             if not episode.open:

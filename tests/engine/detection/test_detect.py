@@ -288,3 +288,14 @@ def test_over_dispersed_counts_are_judged_by_their_own_spread() -> None:
     # episode from the first hour, so the real surge at 2800 was never news.
     assert 2500 not in opened and 2800 in opened
     assert len(opened) <= 6  # still a few in two days on a mixture this heavy-tailed
+
+
+def test_the_ring_after_an_incident_is_not_a_new_alert_but_a_strong_one_is() -> None:
+    values = noise(400)
+    values[200] = 400.0  # the incident: 20σ
+    values[240] = 250.0  # a ring 30 points after it closed: 5σ, below the refractory bar
+    values[260] = 300.0  # 10σ: news even this soon
+    opened = [
+        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
+    ]
+    assert opened == [200, 260]
