@@ -143,16 +143,14 @@ class CommandCore:
         line = text.strip()
         if not line:
             return await _help(self, ctx, [])
-        try:
-            words = shlex.split(line.lstrip("/"))
-        except ValueError as exc:
-            return error_reply(f"Could not read that: {exc}")
-        name = words[0].lower().split("@", 1)[0] if words else ""
+        head, _, rest = line.lstrip("/").partition(" ")
+        name = head.lower().split("@", 1)[0]
         command = COMMANDS.get(name)
         if command is None:
             if line.startswith("/"):
                 return error_reply(f"Unknown command /{name}.", "/help")
-            return await _ask(self, ctx, [line])
+            return await _ask(self, ctx, [line])  # free text is never split like a shell line
+        words = [name, rest.strip()] if command.name == "ask" else _words(line.lstrip("/"))
         if _RANK.get(ctx.role, 0) < _RANK[command.role]:
             log.warning(
                 "%s (%s:%s) may not %s: role %s", ctx.user_name, ctx.platform, ctx.user_id, name, ctx.role
@@ -173,6 +171,15 @@ class CommandCore:
         if self.actions is None:
             raise UsageError("alert actions are not available in this mode (run `sigops serve`)")
         return self.actions
+
+
+def _words(line: str) -> list[str]:
+    """A command line's words: quotes group words (`silence service="pay" 2h "db failover"`);
+    a lone apostrophe (`resolve 3f9a it's fixed`) is just a character."""
+    try:
+        return shlex.split(line)
+    except ValueError:  # unbalanced quotes: plain words rather than a refusal
+        return line.split()
 
 
 # ---- read-only commands ---------------------------------------------------------------------

@@ -245,3 +245,23 @@ def test_ctrl_c_ends_the_chat_console_while_it_waits_for_a_line(tmp_path: Path) 
             proc.kill()
         proc.communicate()
     assert proc.returncode in (0, 130)
+
+
+async def test_an_apostrophe_is_just_a_character_in_questions_and_notes(tmp_path: Path) -> None:
+    """Free text is never split like a shell line: "what's up" is a question, not a quoting error."""
+    await seed(tmp_path / "sigops.db")
+    env = {"SIGOPS_DATA_DIR": str(tmp_path)}
+    asked = run(["ask", "what's up with payments in the last 6 hours?"], tmp_path, env=env)
+    assert asked.returncode == 0 and "Could not read" not in asked.stdout
+    assert "for payments: 1 alert(s)" in asked.stdout
+    chat = run(
+        ["chat"],
+        tmp_path,
+        env=env,
+        stdin="what's up with payments in the last 6 hours?\n/ask what's firing?\n"
+        '/resolve 3f9a2c1b it\'s fixed, rolled back "v2"\n/status\n',
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "Could not read" not in chat.stdout and "No closing quotation" not in chat.stdout
+    assert chat.stdout.count("for payments: 1 alert(s)") >= 1
+    assert "resolved payments.latency_p99" in chat.stdout and "0 alert(s) open" in chat.stdout
