@@ -55,6 +55,29 @@ async def main() -> None:
     args = parser.parse_args()
 
     telegram = await FakeTelegram(per_chat_interval_s=1.0).start()
+    arrived = stamp_arrivals(telegram)
+    prefix = f"bench-alerts-{uuid.uuid4().hex[:8]}"
+    port = 18000 + os.getpid() % 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        env = serve_env(telegram, prefix, port, Path(tmp), args.chats)
+        server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp, env=env)
+        try:
+            await wait_ready(f"http://127.0.0.1:{port}")
+            await asyncio.sleep(1.0)  # let the worker take its shards and the dispatcher its lease
+            sent = await post_alerts(port, args.alerts, args.chats, args.interval)
+            deadline = time.perf_counter() + 30
+            while len(arrived) < args.alerts and time.perf_counter() < deadline:
+                await asyncio.sleep(0.1)
+        finally:
+            server.terminate()
+            await asyncio.to_thread(server.wait, 20)  # the fake Bot API must keep answering meanwhile
+            await telegram.stop()
+            await forget_prefix(prefix)
+    report(sent, arrived, telegram.rate_limited)
+
+
+def stamp_arrivals(telegram: FakeTelegram) -> dict[str, float]:
+    """When each bench alert's name first reached the fake Bot API."""
     arrived: dict[str, float] = {}
     original = telegram._new_message
 
@@ -65,61 +88,59 @@ async def main() -> None:
         return result
 
     telegram._new_message = stamp  # type: ignore[method-assign]
-    prefix = f"bench-alerts-{uuid.uuid4().hex[:8]}"
-    port = 18000 + os.getpid() % 1000
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "SIGOPS_REDIS_URL": REDIS_URL,
-            "SIGOPS_REDIS_PREFIX": prefix,
-            "SIGOPS_DATA_DIR": tmp,
-            "SIGOPS_HTTP_PORT": str(port),
-            "SIGOPS_TELEGRAM_TOKEN": telegram.token,
-            "SIGOPS_TELEGRAM_API_URL": telegram.url,
-            "SIGOPS_ROUTING_FILE": str(routing_file(Path(tmp) / "routing.yaml", args.chats)),
-            "SIGOPS_BRIEFS_ENABLED": "false",  # a morning brief would be one more message here
-            "SIGOPS_LOG_LEVEL": "WARNING",
-        }
-        server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], cwd=tmp, env=env)
-        try:
-            await wait_ready(f"http://127.0.0.1:{port}")
-            await asyncio.sleep(1.0)  # let the worker take its shards and the dispatcher its lease
-            sent: dict[str, float] = {}
-            async with aiohttp.ClientSession() as session:
-                for i in range(args.alerts):
-                    name = f"bench-{i:05d}"
-                    body = {
-                        "series": f"{name}.down",
-                        "kind": "alert",
-                        "severity": "critical",
-                        "text": f"{name} is down",
-                        "labels": {"team": f"t{i % args.chats}", "service": name},
-                    }
-                    sent[f"{name}.down"] = time.perf_counter()
-                    async with session.post(f"http://127.0.0.1:{port}/v1/signals", json=body) as response:
-                        assert response.status == 202, await response.text()
-                    await asyncio.sleep(args.interval)
-            deadline = time.perf_counter() + 30
-            while len(arrived) < args.alerts and time.perf_counter() < deadline:
-                await asyncio.sleep(0.1)
-        finally:
-            server.terminate()
-            server.wait(20)
-            await telegram.stop()
-            client = aioredis.Redis.from_url(REDIS_URL)
-            async for key in client.scan_iter(match=f"{prefix}:*"):
-                await client.delete(key)
-            await client.aclose()
+    return arrived
 
+
+def serve_env(telegram: FakeTelegram, prefix: str, port: int, tmp: Path, chats: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SIGOPS_REDIS_URL": REDIS_URL,
+        "SIGOPS_REDIS_PREFIX": prefix,
+        "SIGOPS_DATA_DIR": str(tmp),
+        "SIGOPS_HTTP_PORT": str(port),
+        "SIGOPS_TELEGRAM_TOKEN": telegram.token,
+        "SIGOPS_TELEGRAM_API_URL": telegram.url,
+        "SIGOPS_ROUTING_FILE": str(routing_file(tmp / "routing.yaml", chats)),
+        "SIGOPS_BRIEFS_ENABLED": "false",  # a morning brief would be one more message here
+        "SIGOPS_LOG_LEVEL": "WARNING",
+    }
+
+
+async def post_alerts(port: int, count: int, chats: int, interval: float) -> dict[str, float]:
+    """POST `count` critical alerts, one every `interval` s; return when each was sent."""
+    sent: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            name = f"bench-{i:05d}"
+            body = {
+                "series": f"{name}.down",
+                "kind": "alert",
+                "severity": "critical",
+                "text": f"{name} is down",
+                "labels": {"team": f"t{i % chats}", "service": name},
+            }
+            sent[f"{name}.down"] = time.perf_counter()
+            async with session.post(f"http://127.0.0.1:{port}/v1/signals", json=body) as response:
+                assert response.status == 202, await response.text()
+            await asyncio.sleep(interval)
+    return sent
+
+
+async def forget_prefix(prefix: str) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    async for key in client.scan_iter(match=f"{prefix}:*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+def report(sent: dict[str, float], arrived: dict[str, float], rate_limited: int) -> None:
     latencies = sorted((arrived[k] - sent[k]) * 1000 for k in sent if k in arrived)
     lost = len(sent) - len(latencies)
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
-    print(
-        f"alerts: {len(sent)} sent, {len(latencies)} received, {lost} missing, 429s: {telegram.rate_limited}"
-    )
+    print(f"alerts: {len(sent)} sent, {len(latencies)} received, {lost} missing, 429s: {rate_limited}")
     print(
         f"POST /v1/signals -> chat API: p50 {pct(0.5):.0f} ms, p90 {pct(0.9):.0f} ms, "
         f"p99 {pct(0.99):.0f} ms, max {latencies[-1]:.0f} ms, mean {statistics.mean(latencies):.0f} ms"
