@@ -186,7 +186,6 @@ async def test_redis_down_means_503_with_retry_after_then_recovery(
     outage_setup: tuple[TestClient[Any, Any], RedisSignalQueue, aioredis.Redis],
     throwaway_redis: ThrowawayRedis,
     record: SqliteRecord,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, queue, client_redis = outage_setup
     body = [{"series": "a.b", "value": 1, "ts": TS}]
