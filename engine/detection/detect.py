@@ -52,8 +52,8 @@ class Hysteresis:
     flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
     # Soon after an episode closed (in the series' own points), only a much stronger point
     # opens another: real series ring after an incident, and each ring is not news.
-    refractory_points: float = 100.0
-    refractory_score: float = 0.92  # |z| ≈ 6
+    refractory_points: float = 300.0
+    refractory_score: float = 0.97  # |z| ≈ 7
 
 
 @dataclass(slots=True)
