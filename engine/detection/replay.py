@@ -75,6 +75,13 @@ def rank_score(z: float) -> float:
     return magnitude / (magnitude + 4.0)
 
 
+def news_score(z: float, opens: bool) -> float:
+    """The `score` column: how surprising the point is as news. A point that opens an alert
+    ranks by its |z| in [0.5, 1); any other point (inside an episode, or held back by the
+    refractory period) ranks by its |z| in [0, 0.5): the alerts first, the strongest first."""
+    return (1.0 + rank_score(z)) / 2 if opens else rank_score(z) / 2
+
+
 def replay(points: Iterable[Point], detection: Detection, series: str = "replay") -> Iterator[list[str]]:
     """One output row per point: timestamp, value, score, expected, lower, upper, anomaly, alert.
 
@@ -96,7 +103,7 @@ def replay(points: Iterable[Point], detection: Detection, series: str = "replay"
         yield [
             point.raw_ts,
             _num(point.value),
-            f"{rank_score(verdict.z):.8g}",
+            f"{news_score(verdict.z, obs.transition == 'opened'):.8g}",
             _num(verdict.expected),
             _num(verdict.lower),
             _num(verdict.upper),

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import build_detection
 from bot.settings import Settings
-from engine.detection.replay import rank_score
+from engine.detection.replay import news_score, rank_score
 from engine.signal import Signal, parse_timestamp
 from tests.bot.test_cli import run
 
@@ -61,7 +61,8 @@ def test_replay_numbers_are_the_live_engines(tmp_path: Path) -> None:
         obs = live.observe(
             Signal("x", parse_timestamp(stamp), "t", "metric", "replay", float(value), {}, None, "info")
         )
-        expected_score = f"{rank_score(obs.assessment.z):.8g}" if obs.assessment else "0"
+        opens = obs.transition == "opened"
+        expected_score = f"{news_score(obs.assessment.z, opens):.8g}" if obs.assessment else "0"
         assert row["score"] == expected_score
         assert row["alert"] == ("1" if obs.transition == "opened" else "0")
 
@@ -70,6 +71,8 @@ def test_the_score_ranks_and_does_not_saturate() -> None:
     scores = [rank_score(z) for z in (0.0, 3.0, 4.0, 12.0, 100.0, 1e5, 1e6)]
     assert scores == sorted(scores) and len({f"{s:.8g}" for s in scores}) == len(scores)
     assert rank_score(4.0) == 0.5 and rank_score(-12.0) == rank_score(12.0)
+    # Alerts rank above every other point, the strongest first.
+    assert news_score(4.3, True) > news_score(1e9, False) and news_score(9, True) > news_score(5, True)
 
 
 @pytest.mark.parametrize(
