@@ -35,6 +35,8 @@ from zoneinfo import ZoneInfo
 from engine.text import duration
 
 _SIGMA_PER_MAD = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absolute deviation
+_TAIL_P = 0.001
+_GAUSSIAN_TAIL_Z = 3.29  # P(|z| > 3.29) = 0.001 for a standard normal
 _NORMAL = NormalDist()
 BUCKETS = 48
 
@@ -57,6 +59,7 @@ class SeriesModel:
     counts: bool = True  # every value so far a non-negative integer
     l_fit: float = 0.8  # EW mean |level z|
     s_fit: float = 9.0  # EW mean |seasonally adjusted z|: near 0.8 when the seasonal model fits
+    tail: float = _GAUSSIAN_TAIL_Z  # the |z| this series' points exceed one time in a thousand
     s_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # offsets
     s_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))
     s_days: bytearray = field(default_factory=lambda: bytearray(BUCKETS))  # distinct days, capped
@@ -127,6 +130,8 @@ class EnsembleDetector:
     drift_floor: float = 0.5  # a move's spread is at least this many point scales
     drift_learn: float = 0.01  # per bucket: the usual move is learned across days, not within an hour
     count_rate_max: float = 30.0  # Poisson below this expected rate
+    tail_rate: float = 0.1  # how far one exceedance moves the series' tail estimate, in σ
+    tail_margin: float = 0.5  # tails this much past a Gaussian's are still taken at face value
     silence_factor: float = 6.0
     silence_min_s: float = 300.0
     driver_z: float = 4.27  # a detector is named as a driver from this |z| (the open score's)
@@ -274,6 +279,15 @@ class EnsembleDetector:
         if not warm:
             return None
 
+        # Calibrate: judge the point against how often this series' points are that far out.
+        # A Gaussian series exceeds 3.29σ one time in a thousand; one with heavy tails
+        # (most real ones) exceeds a larger |z| as often, and its points count for less.
+        raw = min(abs(z_point), 20.0)
+        m.tail += self.tail_rate * ((1.0 if raw > m.tail else 0.0) - _TAIL_P)
+        m.tail = max(m.tail, _GAUSSIAN_TAIL_Z)
+        calibration = min(1.0, (_GAUSSIAN_TAIL_Z + self.tail_margin) / m.tail)
+        raw_z, z_point = z_point, z_point * calibration
+
         # Combine: the strongest signal wins; each detector that fired is named.
         z = z_point
         if abs(z_point) >= self.driver_z:
@@ -289,6 +303,8 @@ class EnsembleDetector:
                 z = z_drift
                 expected = m.slow + usual
         note = ""
+        if calibration < 0.9 and abs(z) >= self.driver_z and z == z_point:
+            note = f"this series often strays far: {abs(raw_z):.1f}σ counts as {abs(z):.1f}σ"
         if silent_for:
             drivers.append("silence")
             ratio = silent_for / max(m.gap, 1e-9) / self.silence_factor
@@ -320,11 +336,17 @@ class EnsembleDetector:
             m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
             + m.m_mean.tobytes() + m.m_mad.tobytes()
         )  # fmt: skip
-        return head + tail
+        return head + tail + _TAIL.pack(m.tail)
 
     def unpack(self, data: bytes) -> SeriesModel:
-        if len(data) != STATE_BYTES:
+        if len(data) not in (STATE_BYTES, _STATE_BYTES_BEFORE_TAIL):
             raise struct.error(f"expected {STATE_BYTES} bytes of state, got {len(data)}")
+        # State saved before the tail estimate was kept starts from a Gaussian's.
+        tail = (
+            _TAIL.unpack_from(data, _STATE_BYTES_BEFORE_TAIL)[0]
+            if len(data) == STATE_BYTES
+            else _GAUSSIAN_TAIL_Z
+        )
         head = _HEAD.unpack_from(data)
         at = _HEAD.size
         s_mean, s_mad, s_day = array("f"), array("f"), array("H")
@@ -337,13 +359,15 @@ class EnsembleDetector:
         m_mad.frombytes(data[at + 15 * BUCKETS : at + 19 * BUCKETS])
         n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor, slow = head
         return SeriesModel(
-            n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit,
+            n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit, tail,
             s_mean, s_mad, s_days, s_day, m_mean, m_mad,
         )  # fmt: skip
 
 
 _HEAD = struct.Struct("<Iddddd ddH?dddd")
-STATE_BYTES = _HEAD.size + 19 * BUCKETS
+_TAIL = struct.Struct("<f")
+_STATE_BYTES_BEFORE_TAIL = _HEAD.size + 19 * BUCKETS
+STATE_BYTES = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
 
 
 def _counts_z(value: float, rate: float, sigma: float) -> float:

@@ -299,3 +299,29 @@ def test_the_ring_after_an_incident_is_not_a_new_alert_but_a_strong_one_is() -> 
         i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
     ]
     assert opened == [200, 260]
+
+
+def test_a_heavy_tailed_series_is_judged_by_its_own_tails() -> None:
+    """Student-t noise (3 degrees of freedom) has 4-5σ points every day; they are its normal."""
+    rng = random.Random(11)
+
+    def student_t() -> float:
+        return rng.gauss(0, 1) / math.sqrt(sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3)
+
+    values = [200.0 + 10.0 * student_t() for _ in range(5000)]
+    values[4500] = 200.0 + 10.0 * 60  # a real incident: far outside even these tails
+    opened = [
+        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
+    ]
+    assert 4500 in opened
+    assert len(opened) <= 10  # 15 before the tails were learned (3.5 days of points); 1 is true
+
+
+def test_state_saved_before_the_tail_estimate_still_loads() -> None:
+    detector = EnsembleDetector()
+    model = detector.new_state()
+    for i, value in enumerate(noise(100)):
+        detector.observe(model, T0 + STEP * i, value)
+    old = detector.pack(model)[:-4]  # the layout before the tail estimate was appended
+    restored = detector.unpack(old)
+    assert restored.n == model.n and restored.level == model.level and restored.tail == 3.29
