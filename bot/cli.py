@@ -20,6 +20,7 @@ from bot.app import (
     Runtime,
     build_detection,
     build_narrator,
+    choose_embedder,
     make_redis,
     open_runtime,
     standalone_core,
@@ -345,7 +346,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     try:
         stop = asyncio.Event()
         _stop_on_signals(stop)  # Ctrl-C ends the console at once, even while it waits for a line
-        await run_repl(standalone_core(settings, record), stop)
+        await run_repl(standalone_core(settings, record, await choose_embedder(settings)), stop)
     finally:
         await record.close()
     return 0
@@ -354,9 +355,10 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 async def _ask(settings: Settings, args: argparse.Namespace) -> int:
     question = " ".join(args.question)
     record = await _open_record(settings)
+    embedder = await choose_embedder(settings)  # SIGOPS_EMBED_MODEL, as serve uses it
     try:
         if args.json:
-            result = await build_narrator(settings, record).answer(question)
+            result = await build_narrator(settings, record, embedder).answer(question)
             data = {
                 "question": question,
                 "mode": result.mode,
@@ -370,7 +372,8 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             }
             print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         else:
-            reply = await standalone_core(settings, record).handle(console_context(), f"/ask {question}")
+            core = standalone_core(settings, record, embedder)
+            reply = await core.handle(console_context(), f"/ask {question}")
             print(render_text(reply))
     finally:
         await record.close()

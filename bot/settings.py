@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     ollama_host: str | None = None
     ollama_model: str = "llama3.2"
     embed_model: str | None = None  # an Ollama embedding model, e.g. nomic-embed-text; unset = built-in
-    ollama_timeout_s: float = Field(default=60.0, gt=0, le=600)  # a whole answer, streamed
+    # Defaults for a CPU-only Ollama with a small model: the prompt takes a while to read.
+    ollama_first_token_s: float = Field(default=30.0, gt=0, le=600)  # until the first word
+    ollama_timeout_s: float = Field(default=90.0, gt=0, le=600)  # a whole answer, streamed
+    ollama_num_predict: int = Field(default=300, ge=16, le=4096)  # tokens an answer may take
 
     # Telegram
     telegram_token: SecretStr | None = None

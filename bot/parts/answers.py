@@ -35,12 +35,17 @@ def build_narrator(
     retrieval = RetrievalAnswerer(
         record, tz=settings.tz, retriever=Retriever(docs, index, embedder, indexer), names=docs
     )
-    model = (
-        OllamaModel(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
-        if settings.ollama_host
-        else None
+    model = None
+    if settings.ollama_host:
+        model = OllamaModel(
+            settings.ollama_host,
+            settings.ollama_model,
+            settings.ollama_timeout_s,
+            settings.ollama_num_predict,
+        )
+    return ModelAnswerer(
+        retrieval, model, settings.tz, settings.ollama_timeout_s, first_token_s=settings.ollama_first_token_s
     )
-    return ModelAnswerer(retrieval, model, settings.tz, settings.ollama_timeout_s)
 
 
 async def choose_embedder(settings: Settings) -> Embedder:
@@ -58,7 +63,9 @@ async def choose_embedder(settings: Settings) -> Embedder:
     return HashingEmbedder()
 
 
-def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
+def standalone_core(
+    settings: Settings, record: SqliteRecord, embedder: Embedder | None = None
+) -> CommandCore:
     """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
     store = SqliteNotifyStore(record)
     return CommandCore(
@@ -68,7 +75,7 @@ def standalone_core(settings: Settings, record: SqliteRecord) -> CommandCore:
         actions=AlertActions(store, time.time),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
-        narrator=build_narrator(settings, record),
+        narrator=build_narrator(settings, record, embedder),
     )
 
 

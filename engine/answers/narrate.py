@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
@@ -57,13 +57,15 @@ class ModelAnswerer:
         retrieval: RetrievalAnswerer,
         model: LanguageModel | None,
         tz: tzinfo = UTC,
-        timeout_s: float = 60.0,
+        timeout_s: float = 90.0,
         clock: Callable[[], float] = time.time,
+        first_token_s: float | None = None,
     ) -> None:
         self.retrieval = retrieval
         self.model = model
         self.tz = tz
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # the whole answer
+        self.first_token_s = min(first_token_s or timeout_s, timeout_s)  # its first word
         self.clock = clock
 
     async def answer(self, question: str, on_partial: Partial | None = None) -> NarratedAnswer:
@@ -76,20 +78,23 @@ class ModelAnswerer:
         prompt = render("answer", question=question, **context)
         pieces: list[str] = []
         try:
-            async with asyncio.timeout(self.timeout_s):
-                async for piece in self.model.stream(system="", user=prompt):
-                    pieces.append(piece)
-                    if on_partial is not None:
-                        await on_partial("".join(pieces))
+            await self._generate(prompt, pieces, on_partial)
         except TimeoutError:
-            return self._fallback(found, f"the model did not finish within {self.timeout_s:.0f}s")
+            waited = (
+                f"no first word within {self.first_token_s:g}s"
+                if not pieces
+                else f"the model did not finish within {self.timeout_s:g}s"
+            )
+            return self._fallback(found, f"{waited} (the generation was stopped)")
         except ModelUnavailable as exc:
             return self._fallback(found, exc.reason + (f" ({exc.hint})" if exc.hint else ""))
         text = "".join(pieces).strip()
         if not text:
             return self._fallback(found, "the model gave an empty answer")
+        if _echoes(text, prompt, {e.id for e in found.evidence}):
+            return self._fallback(found, "the model repeated its instructions instead of answering")
         checked, unverified, unknown = check(
-            text, "\n".join(context.values()), {e.id for e in found.evidence}
+            text, "\n".join(context.values()), {e.id for e in found.evidence}, found.figures
         )
         notes = []
         if unverified:
@@ -97,6 +102,29 @@ class ModelAnswerer:
         if unknown:
             notes.append("⚠ cited ids that were not in the evidence: " + ", ".join(unknown))
         return NarratedAnswer(checked, found, "model", "; ".join(notes), unverified, unknown)
+
+    async def _generate(self, prompt: str, pieces: list[str], on_partial: Partial | None) -> None:
+        """Stream the answer into `pieces` within the first-word and whole-answer deadlines.
+
+        On a deadline the stream is closed before TimeoutError leaves here, which closes the
+        request and so stops the generation: the next question is not queued behind it.
+        """
+        assert self.model is not None
+        loop = asyncio.get_running_loop()
+        whole = loop.time() + self.timeout_s
+        stream = self.model.stream(system="", user=prompt)
+        try:
+            async with asyncio.timeout(self.first_token_s) as deadline:
+                async for piece in stream:
+                    if not pieces:
+                        deadline.reschedule(whole)
+                    pieces.append(piece)
+                    if on_partial is not None:
+                        await on_partial("".join(pieces))
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     def context(self, found: Answer) -> dict[str, str]:
         """The prompt's variables: the window, scope, computed figures and evidence lines."""
@@ -125,22 +153,62 @@ class ModelAnswerer:
         return datetime.fromtimestamp(ts, self.tz).strftime("%Y-%m-%d %H:%M")
 
 
-def check(text: str, context: str, evidence_ids: set[str]) -> tuple[str, list[str], list[str]]:
-    """Mark figures absent from the context (`123⚠`) and cited ids that were not given."""
+# A count the answer states, and the figures that may back it (the rest of a count is checked
+# against these, not against any number that happens to be in the context).
+_COUNT = re.compile(r"(?<![\w.])(\d+)\s+(alerts?|anomalous points?|anomalies|changes?)\b", re.I)
+_COUNT_FIGURES = {
+    "alert": ("alerts", "alerts_firing"),
+    "anomalous point": ("anomalies",),
+    "anomalie": ("anomalies",),
+    "change": ("changes",),
+}
+
+
+def check(
+    text: str, context: str, evidence_ids: set[str], figures: Mapping[str, float] | None = None
+) -> tuple[str, list[str], list[str]]:
+    """Mark figures absent from the context (`123⚠`), counts that contradict the computed
+    figures ("13 alerts" when 12 fired), and cited ids that were not given."""
     known = {_norm(n) for n in _NUMBER.findall(context)}
     unknown_ids = sorted({i for i in CITATION.findall(text) if i not in evidence_ids})
     unverified: list[str] = []
+    wrong_counts = {m.start(1) for m in _COUNT.finditer(text) if not _count_holds(m, figures or {})}
 
-    def mark(match: re.Match[str]) -> str:
+    def mark(match: re.Match[str], offset: int = 0) -> str:
         number = match.group(0)
-        if _norm(number) in known:
+        if _norm(number) in known and offset + match.start() not in wrong_counts:
             return number
         unverified.append(number)
         return f"{number}⚠"
 
     parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures: keep them whole
-    checked = "".join(p if CITATION.fullmatch(p) else _NUMBER.sub(mark, p) for p in parts)
-    return checked, list(dict.fromkeys(unverified)), unknown_ids
+    out, offset = [], 0
+    for part in parts:
+        out.append(part if CITATION.fullmatch(part) else _NUMBER.sub(lambda m, o=offset: mark(m, o), part))
+        offset += len(part)
+    return "".join(out), list(dict.fromkeys(unverified)), unknown_ids
+
+
+def _count_holds(match: re.Match[str], figures: Mapping[str, float]) -> bool:
+    noun = match.group(2).lower().rstrip("s")
+    names = next((v for k, v in _COUNT_FIGURES.items() if noun.startswith(k)), ())
+    backing = [figures[n] for n in names if n in figures]
+    return not backing or float(match.group(1)) in backing
+
+
+_RULE_MARKERS = ("<context>", "</context>", "<data>", "</data>", "Rules:", "Use ONLY the facts")
+
+
+def _echoes(text: str, prompt: str, evidence_ids: set[str]) -> bool:
+    """Whether the model repeated its prompt (rules, tags, the rules' example id) as an answer."""
+    if any(marker in text for marker in _RULE_MARKERS):
+        return True
+    example_ids = set(CITATION.findall(render("rules"))) - evidence_ids  # "e.g. [3f9a2c1b]"
+    if example_ids & set(CITATION.findall(text)):
+        return True
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 30]
+    copied = [ln for ln in lines if ln in prompt]
+    return len(copied) >= 2 and len(copied) * 2 >= len(lines)
 
 
 def _norm(number: str) -> str:

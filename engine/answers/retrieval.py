@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -130,6 +131,9 @@ class VectorIndex(Protocol):
     ) -> list[tuple[int, float]]: ...
 
 
+REBUILD_RETRY_S = 60.0
+
+
 class Indexer:
     def __init__(self, store: DocumentStore, index: VectorIndex, embedder: Embedder) -> None:
         self.store = store
@@ -137,12 +141,23 @@ class Indexer:
         self.embedder = embedder
         self._ready = False
         self._lock = asyncio.Lock()
+        self._retry_at = 0.0  # after a failed build: not before this (monotonic)
 
     async def sync(self) -> int:
-        """Embed and index what was recorded since the last sync; return how many documents."""
+        """Embed and index what was recorded since the last sync; return how many documents.
+
+        When the embedder fails the index is left as it is (questions rank by words) and the
+        build is tried again a minute later, not on every question."""
         async with self._lock:
             if not self._ready:
-                await self._open()
+                if time.monotonic() < self._retry_at:
+                    return 0
+                try:
+                    await self._open()
+                except ModelUnavailable as exc:
+                    self._retry_at = time.monotonic() + REBUILD_RETRY_S
+                    log.warning("vector index not built (%s); ranking by words until it is", exc)
+                    return 0
             added = 0
             while docs := await self.store.new_documents():
                 try:
@@ -169,10 +184,13 @@ class Indexer:
         ids: list[int] = []
         chunks: list[np.ndarray] = []
         after = 0
+        total = await self.store.count()
         while docs := await self.store.all_documents(after, 5000):
             chunks.append(await self.embedder.embed([d.text for d in docs]))
             ids += [d.id for d in docs]
             after = docs[-1].id
+            if total > 5000:
+                log.info("vector index: %d of %d documents embedded", len(ids), total)
         vectors = np.vstack(chunks) if chunks else np.zeros((0, self.embedder.dim), dtype="float32")
         await asyncio.to_thread(self.index.rebuild, np.asarray(ids, dtype="int64"), vectors)
         await asyncio.to_thread(self.index.save)

@@ -2,8 +2,11 @@
 
 `/api/chat` streams NDJSON chunks (or one JSON object with `"stream": false`) of the
 scripted `answer`; `/api/tags` lists `models`; `/api/embed` returns embeddings.
-Failure modes: `delay_s` (slow), `fail_status` (an error), a model not in `models`
-(404 "model not found, try pulling it first"). Every request body is kept in `requests`.
+Failure modes: `delay_s` (slow), `first_token_s` (a long prompt evaluation before the
+first word), `fail_status` (an error), a model not in `models` (404 "model not found, try
+pulling it first"). Like an Ollama serving one request at a time, a generation holds the
+model until it finishes or its client goes away (`abandoned` counts those). Every request
+body is kept in `requests`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class FakeOllama(LocalServer):
         self.models = list(models)
         self.answer = "Nothing to report."
         self.delay_s = 0.0
+        self.first_token_s = 0.0
+        self.embed_delay_s = 0.0  # per /api/embed call
+        self.abandoned = 0
+        self._busy = asyncio.Lock()
         self.fail_status: int | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
@@ -57,12 +64,18 @@ class FakeOllama(LocalServer):
             await asyncio.sleep(self.delay_s)
             return web.json_response(self._chunk(body["model"], self.answer, done=True))
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        for piece in pieces:
-            await asyncio.sleep(self.delay_s / max(1, len(pieces)))
-            await response.write((json.dumps(self._chunk(body["model"], piece, done=False)) + "\n").encode())
-        await response.write((json.dumps(self._chunk(body["model"], "", done=True)) + "\n").encode())
-        await response.write_eof()
+        async with self._busy:  # one generation at a time, as a CPU-only Ollama serves them
+            await response.prepare(request)
+            try:
+                await _work(request, self.first_token_s)
+                for piece in pieces:
+                    await _work(request, self.delay_s / max(1, len(pieces)))
+                    chunk = json.dumps(self._chunk(body["model"], piece, done=False)) + "\n"
+                    await response.write(chunk.encode())
+                await response.write((json.dumps(self._chunk(body["model"], "", done=True)) + "\n").encode())
+                await response.write_eof()
+            except ConnectionResetError:  # the client gave up: Ollama stops generating
+                self.abandoned += 1
         return response
 
     def _chunk(self, model: str, content: str, done: bool) -> dict[str, Any]:
@@ -106,6 +119,20 @@ class FakeOllama(LocalServer):
         self.requests.append(("/api/embed", body))
         if body.get("model") not in self.models:
             return web.json_response({"error": f'model "{body.get("model")}" not found'}, status=404)
+        await asyncio.sleep(self.embed_delay_s)
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         vectors = [[b / 255 for b in hashlib.sha256(t.encode()).digest()[:16]] for t in texts]
         return web.json_response({"model": body["model"], "embeddings": vectors})
+
+
+async def _work(request: web.Request, seconds: float) -> None:
+    """Spend `seconds` generating, stopping as soon as the client has gone away."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        if request.transport is None or request.transport.is_closing():
+            raise ConnectionResetError("client went away")
+        left = end - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(0.05, left))

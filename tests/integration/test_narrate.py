@@ -68,9 +68,18 @@ async def ollama() -> AsyncIterator[FakeOllama]:
 
 
 def answerer(
-    record: SqliteRecord, host: str, model: str = "llama3.2", timeout_s: float = 5.0
+    record: SqliteRecord,
+    host: str,
+    model: str = "llama3.2",
+    timeout_s: float = 5.0,
+    first_token_s: float | None = None,
 ) -> ModelAnswerer:
-    return ModelAnswerer(RetrievalAnswerer(record), OllamaModel(host, model, timeout_s), timeout_s=timeout_s)
+    return ModelAnswerer(
+        RetrievalAnswerer(record),
+        OllamaModel(host, model, timeout_s, num_predict=200),
+        timeout_s=timeout_s,
+        first_token_s=first_token_s,
+    )
 
 
 async def test_the_model_narrates_a_grounded_context_and_streams(
@@ -159,3 +168,65 @@ async def test_sigops_ask_prints_the_model_answer_with_its_evidence(
     data = json.loads(as_json.stdout)
     assert data["mode"] == "model" and data["answer"] == ollama.answer
     assert data["evidence"][0]["id"] and data["figures"]["anomalies"] == 1.0
+
+
+async def test_no_first_word_in_time_is_a_labelled_fallback(record: SqliteRecord, ollama: FakeOllama) -> None:
+    """A CPU-only Ollama still reading a long prompt: the first-word deadline, not the whole one."""
+    ollama.first_token_s = 5
+    started = time.monotonic()
+    result = await answerer(record, ollama.host, timeout_s=10, first_token_s=0.5).answer(QUESTION)
+    assert time.monotonic() - started < 2.5
+    assert result.mode == "retrieval-only" and "no first word within 0.5s" in result.note
+    assert ollama.chats()[0]["options"]["num_predict"] == 200  # the answer's length is capped
+
+
+async def test_giving_up_stops_the_generation_so_the_next_question_is_not_queued(
+    record: SqliteRecord, ollama: FakeOllama
+) -> None:
+    ollama.answer = "slow words " * 40
+    ollama.delay_s = 20  # far longer than the whole-answer deadline
+    narrator = answerer(record, ollama.host, timeout_s=1.0)
+    first = await narrator.answer(QUESTION)
+    assert first.mode == "retrieval-only" and "did not finish within 1s" in first.note
+    assert "stopped" in first.note
+    ollama.answer, ollama.delay_s = "payments.latency_p99 peaked at 840 [sig0feed].", 0.0
+    started = time.monotonic()
+    second = await narrator.answer(QUESTION)
+    # The fake serves one generation at a time, like a CPU-only Ollama: had the first been
+    # left running, this one would wait ~19 s behind it and time out too.
+    assert second.mode == "model" and time.monotonic() - started < 1.0
+    assert ollama.abandoned == 1
+
+
+async def test_a_model_that_echoes_its_prompt_is_not_shown_as_an_answer(
+    record: SqliteRecord, ollama: FakeOllama
+) -> None:
+    ollama.answer = (
+        "Rules:\n- Use ONLY the facts between <context> and </context>. Cite the evidence you rely on "
+        "with its id in square brackets, e.g. [3f9a2c1b]."
+    )
+    result = await answerer(record, ollama.host).answer(QUESTION)
+    assert result.mode == "retrieval-only" and "repeated its instructions" in result.note
+    ollama.answer = "The alert [3f9a2c1b] shows the cause."  # the rules' example id, not evidence
+    assert (await answerer(record, ollama.host).answer(QUESTION)).mode == "retrieval-only"
+
+
+async def test_a_count_attached_to_the_wrong_thing_is_marked(
+    record: SqliteRecord, ollama: FakeOllama
+) -> None:
+    """One alert fired; "6 alerts" is wrong although 6 is in the context (the window is 6 hours)."""
+    ollama.answer = "6 alerts fired on payments in the last 6 hours [a1b2c3d4]; 1 anomalous point [sig0feed]."
+    result = await answerer(record, ollama.host).answer(QUESTION)
+    assert result.mode == "model"
+    assert "6⚠ alerts" in result.text and "last 6 hours" in result.text and "1 anomalous point" in result.text
+    assert result.unverified == ["6"]
+
+
+def test_counts_are_checked_against_the_computed_figures() -> None:
+    text, unverified, _ = check(
+        "2 alerts and 3 changes, 2 still open",
+        "2 3 alerts: 1 changes: 3",
+        set(),
+        {"alerts": 1.0, "changes": 3.0},
+    )
+    assert text == "2⚠ alerts and 3 changes, 2 still open" and unverified == ["2"]

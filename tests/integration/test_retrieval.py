@@ -110,3 +110,24 @@ async def test_ollama_embeddings_are_used_and_the_builtin_one_stands_in(tmp_path
     )
     assert isinstance(await choose_embedder(down), HashingEmbedder)
     await record.close()
+
+
+async def test_embedding_goes_in_batches_and_a_slow_embedder_falls_back_to_words(tmp_path: Path) -> None:
+    """A first question that builds the index of many documents: batches within the timeout;
+    an embedder too slow even for one batch leaves the question answered by words, no traceback."""
+    fake = await FakeOllama(models=("nomic-embed-text",)).start()
+    embedder = OllamaEmbedder(fake.host, "nomic-embed-text", timeout_s=1.0)
+    assert await embedder.probe()
+    fake.embed_delay_s = 0.3  # each call well within the 1 s timeout
+    vectors = await embedder.embed([f"text {i}" for i in range(200)])
+    assert vectors.shape == (200, 16)
+    calls = [len(b["input"]) for path, b in fake.requests if path == "/api/embed"][1:]
+    assert calls == [64, 64, 64, 8]
+
+    fake.embed_delay_s = 2.0  # now even one batch outlasts the timeout
+    record = await seeded(tmp_path)
+    r = retriever(record, tmp_path, embedder)
+    hits = await r.search(parse_question("connection pool exhausted", NOW, UTC))
+    assert hits and "pool exhausted" in hits[0].doc.text  # ranked by words
+    await fake.stop()
+    await record.close()
