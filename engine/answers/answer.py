@@ -96,19 +96,10 @@ class RetrievalAnswerer:
         series = sorted({*series, *(a.series for a in broad_alerts)})
         q = parse_question(question, now, self.tz, services, series)
         unknown = _unknown_subject(question, q)
+        known = ", ".join(services[:12]) or "none yet"
         if unknown is not None:
-            known = ", ".join(services[:12]) or "none yet"
             line = f"No service or series named {unknown!r} is in the record (services: {known})."
-            return Answer(
-                q.text,
-                q.until - q.since,
-                (),
-                [line],
-                window=q.window,
-                intent=q.intent,
-                since=q.since,
-                until=q.until,
-            )
+            return _only(q, line)
         changes = await self.source.changes_in(
             q.since - (BEFORE_AFTER_MAX_S if q.since_change else 0), q.until
         )
@@ -124,7 +115,9 @@ class RetrievalAnswerer:
         all_anomalies = await self.source.recent_anomalies(earliest, limit=20_000)
         anomalies = [a for a in all_anomalies if _in(a.ts, a.series, a.service, q, since)]
         hits = await self.retriever.search(_narrowed(q, since)) if self.retriever else []
-        return self._compose(
+        if _off_topic(question, q, hits):
+            return _only(q, OFF_TOPIC.format(services=known))
+        answer = self._compose(
             q,
             since,
             alerts,
@@ -134,6 +127,36 @@ class RetrievalAnswerer:
             all_anomalies,
             hits,
         )
+        return await self._compared(q, answer) if q.compare else answer
+
+    async def _compared(self, q: Question, answer: Answer) -> Answer:
+        """Add the other window of a comparison ("today vs yesterday") and the difference."""
+        assert q.compare is not None
+        since, until, label = q.compare
+        alerts = [
+            a
+            for a in await self.source.alerts_since(since, limit=2000)
+            if since <= a.started_at <= until and _scoped(a.series, a.service, q)
+        ]
+        anomalies = [
+            a
+            for a in await self.source.recent_anomalies(since, limit=20_000)
+            if a.ts <= until and _scoped(a.series, a.service, q)
+        ]
+        now_alerts, now_anomalies = int(answer.figures["alerts"]), int(answer.figures["anomalies"])
+        line = (
+            f"Compared with {label}: {now_alerts} alert(s) vs {len(alerts)} "
+            f"({now_alerts - len(alerts):+d}), {now_anomalies} anomalous point(s) vs {len(anomalies)} "
+            f"({now_anomalies - len(anomalies):+d})."
+        )
+        figures = answer.figures | {
+            "compared_alerts": float(len(alerts)),
+            "compared_anomalies": float(len(anomalies)),
+        }
+        evidence = answer.evidence + [
+            _alert_evidence(a) for a in alerts[:4] if a.id not in {e.id for e in answer.evidence}
+        ]
+        return replace(answer, summary=[*answer.summary, line], figures=figures, evidence=evidence)
 
     def _compose(
         self,
@@ -215,18 +238,63 @@ _NOT_SUBJECTS = set(
     "the this that these those today yesterday now all any everything anything our my prod production "
     "staging us me it them deploy deploys deployments changes change alerts alert errors error latency "
     "spikes incidents incident services service series respect regard real sure example instance once "
-    "while hours days minutes weeks".split()
+    "while hours days minutes weeks things stuff monday tuesday wednesday thursday friday saturday sunday "
+    "mondays tuesdays wednesdays thursdays fridays saturdays sundays things going doing".split()
 )
+
+
+# "status of shipping", "how is shipping doing", "is shipping ok": a subject too
+_STATUS_SUBJECTS = [
+    re.compile(r"\b(?:status|state|health) of\s+([A-Za-z][\w.\-]{2,})", re.I),
+    re.compile(r"\bhow(?:'s|\s+is|\s+are)\s+([A-Za-z][\w.\-]{2,})", re.I),
+    re.compile(
+        r"\bis\s+([A-Za-z][\w.\-]{2,})\s+(?:ok|okay|up|down|healthy|fine|broken|working|alright|degraded)\b",
+        re.I,
+    ),
+]
 
 
 def _unknown_subject(text: str, q: Question) -> str | None:
     """A name the question asks about ("anything on billing?") that the record does not know."""
     if q.services or q.series:
         return None
-    match = _SUBJECT.search(text)
-    if match is None or match.group(1).lower() in _NOT_SUBJECTS:
-        return None
-    return match.group(1).rstrip(".?!,")
+    for pattern in (_SUBJECT, *_STATUS_SUBJECTS):
+        match = pattern.search(text)
+        if match is not None and match.group(1).lower().rstrip(".?!,") not in _NOT_SUBJECTS:
+            return match.group(1).rstrip(".?!,")
+    return None
+
+
+OFF_TOPIC = (
+    "I answer questions about the signals SigOps records: alerts, anomalies, changes, events and "
+    'logs. For example: "what spiked on payments in the last 6 hours?", "why did checkout alert at '
+    '3am?", "is anything still firing?", "what changed since the deploy?". Services I know: {services}.'
+)
+_ARITHMETIC = re.compile(r"\d\s*[-+*/x×^]\s*\d")
+# Words that make a question about operations even when it names no service or time.
+_DOMAIN = re.compile(
+    r"\b(alert|anomal|spik|deploy|error|latenc|incident|fir(e|ing)|status|down|slow|problem|issue|"
+    r"happen|wrong|odd|weird|unusual|chang|outage|broke|fail|resolv|ack|silenc|nois|busy|peak|surg|"
+    r"timeout|metric|signal|log|event|summar|anything|overnight|restart|crash|cpu|memory|disk|queue|"
+    r"traffic|load|rollback|release|flag|config|page|on.?call|brief)",
+    re.I,
+)
+
+
+def _off_topic(text: str, q: Question, hits: Sequence[Hit]) -> bool:
+    """Not a question about the signals at all ("what is 2+2", "tell me a joke")."""
+    if q.services or q.series or q.explicit_window or q.since_change or q.compare:
+        return False
+    if _ARITHMETIC.search(text):
+        return True
+    return not _DOMAIN.search(text) and not any(h.lexical > 0 for h in hits)
+
+
+def _only(q: Question, line: str) -> Answer:
+    """An answer that is one line and no evidence (the question cannot be answered from the record)."""
+    return Answer(
+        q.text, q.until - q.since, (), [line], window=q.window, intent=q.intent, since=q.since, until=q.until
+    )
 
 
 def _scoped(series: str, service: str, q: Question) -> bool:

@@ -27,10 +27,16 @@ _LAST = re.compile(r"\b(?:last|past|previous)\s+(\d+|an?|one|two|three|six|twelv
 _CLOCK = r"(\d{1,2})(?::(\d{2}))?\s*(am|pm)?"
 _SINCE_CLOCK = re.compile(rf"\bsince\s+{_CLOCK}\b", re.I)
 _AT_CLOCK = re.compile(rf"\b(?:at|around)\s+{_CLOCK}\b", re.I)
+# "since the deploy", "after the checkout deploy", "since the config change", "after the flag change"
 _SINCE_CHANGE = re.compile(
-    r"\b(since|after|before and after)\s+(the\s+)?(last\s+|latest\s+)?(deploy\w*|release|rollout|change)\b",
+    r"\b(since|after|before and after)\s+(the\s+)?(last\s+|latest\s+)?([\w.\-]+\s+){0,2}?"
+    r"(deploy\w*|release|rollout|change|rollback|migration)\b",
     re.I,
 )
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY = re.compile(r"\b(last\s+|on\s+|this\s+past\s+)?(" + "|".join(_WEEKDAYS) + r")s?\b", re.I)
+# "today vs yesterday", "this week versus last week", "compared with yesterday"
+_VERSUS = re.compile(r"\s+(?:vs\.?|versus|compared (?:to|with)|against)\s+", re.I)
 _NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
 _WORD = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -59,16 +65,42 @@ class Question:
     intent: Intent
     at: float | None = None  # the moment asked about ("why did checkout alert at 3am?")
     since_change: bool = False  # "since the deploy": the window starts at the service's last change
+    compare: tuple[float, float, str] | None = None  # "today vs yesterday": the other window
+    explicit_window: bool = False  # the question named a time (not the default last 24 hours)
 
 
 def parse_question(
     text: str, now: float, tz: tzinfo, services: Iterable[str] = (), series: Iterable[str] = ()
 ) -> Question:
     """Window, entities and intent of a question; unknown parts fall back to the last 24 h, everything."""
-    since, until, window, at = _window(text, now, tz)
+    left, right = [*_VERSUS.split(text, maxsplit=1), ""][:2]
+    since, until, window, at = _window(left, now, tz)
+    explicit = window != _DEFAULT_LABEL
+    compare = _other_window(right, since, until, window, now, tz) if right else None
     found_services, found_series = _entities(text, list(services), list(series))
     since_change = bool(_SINCE_CHANGE.search(text))
-    return Question(text, since, until, window, found_services, found_series, _intent(text), at, since_change)
+    intent: Intent = "compare" if compare else _intent(text)
+    return Question(
+        text, since, until, window, found_services, found_series, intent, at, since_change, compare, explicit
+    )
+
+
+_DEFAULT_LABEL = "last 24 hours"
+
+
+def _other_window(
+    text: str, since: float, until: float, label: str, now: float, tz: tzinfo
+) -> tuple[float, float, str] | None:
+    """The window a comparison is against: named ("yesterday"), or the period before ("last")."""
+    other_since, other_until, other_label, _ = _window(text, now, tz)
+    if other_label != _DEFAULT_LABEL:
+        return other_since, other_until, other_label
+    if re.search(r"\b(last|previous|before|prior)\b", text, re.I):
+        if label == "this week":  # the calendar week before
+            return since - 7 * 86400, since, "last week"
+        length = until - since
+        return since - length, since, f"the {label.removeprefix('last ')} before"
+    return None
 
 
 def _window(text: str, now: float, tz: tzinfo) -> tuple[float, float, str, float | None]:
@@ -84,6 +116,8 @@ def _window(text: str, now: float, tz: tzinfo) -> tuple[float, float, str, float
         seconds = count * _UNIT_S.get(unit, _UNIT_S.get(unit[:1], 3600))
         label = f"last {count} {_unit_name(unit)}s" if count != 1 else f"last {_unit_name(unit)}"
         return now - seconds, now, label, None
+    if match := _WEEKDAY.search(text):
+        return _weekday(local, midnight, match)
     if match := _SINCE_CLOCK.search(text):
         start = _today_at(local, match)
         if start > local:
@@ -107,7 +141,20 @@ def _window(text: str, now: float, tz: tzinfo) -> tuple[float, float, str, float
             moment -= timedelta(days=1)
         at = moment.timestamp()
         return at - AT_HALF_WIDTH_S, min(now, at + AT_HALF_WIDTH_S), f"around {moment:%H:%M}", at
-    return now - DEFAULT_WINDOW_S, now, "last 24 hours", None
+    return now - DEFAULT_WINDOW_S, now, _DEFAULT_LABEL, None
+
+
+def _weekday(local: datetime, midnight: datetime, match: re.Match[str]) -> tuple[float, float, str, None]:
+    """ "on Saturday", "last Tuesday": that day, the most recent one (today only without "last")."""
+    day = _WEEKDAYS.index(match.group(2).lower())
+    back = (midnight.weekday() - day) % 7
+    if back == 0 and (match.group(1) or "").strip().lower().startswith("last"):
+        back = 7
+    start = (midnight - timedelta(days=back)).replace(tzinfo=midnight.tzinfo)
+    # Local midnights by date, so a DST change that day is a 23- or 25-hour day.
+    end = datetime.combine(start.date() + timedelta(days=1), time(0), tzinfo=midnight.tzinfo)
+    until = min(end.timestamp(), local.timestamp())
+    return start.timestamp(), until, f"on {start:%A} ({start:%b %d})", None
 
 
 def _today_at(local: datetime, match: re.Match[str]) -> datetime:

@@ -72,3 +72,49 @@ def test_intent(text: str, intent: str) -> None:
 
 def test_since_the_deploy_is_noticed() -> None:
     assert parse_question("anything odd with auth since the deploy?", NOW, BERLIN, SERVICES).since_change
+
+
+@pytest.mark.parametrize(
+    ("text", "since", "until", "window"),
+    [
+        ("what happened on sunday?", "Sun 29 00:00", "Mon 30 00:00", "on Sunday (Mar 29)"),  # a 23-hour day
+        ("auth problems last monday", "Mon 30 00:00", "Tue 31 00:00", "on Monday (Mar 30)"),
+        ("anything on tuesday", "Tue 31 00:00", "Tue 31 14:20", "on Tuesday (Mar 31)"),
+        ("anything last tuesday", "Tue 24 00:00", "Wed 25 00:00", "on Tuesday (Mar 24)"),
+    ],
+)
+def test_weekday_names(text: str, since: str, until: str, window: str) -> None:
+    q = parse_question(text, NOW, BERLIN, SERVICES, SERIES)
+    assert (local(q.since), local(q.until), q.window) == (since, until, window)
+
+
+def test_sunday_the_clocks_went_forward_is_23_hours() -> None:
+    q = parse_question("on sunday", NOW, BERLIN)
+    assert q.until - q.since == 23 * 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "window", "other", "label"),
+    [
+        ("today vs yesterday", "today", "Mon 30 00:00", "yesterday"),
+        ("this week versus last week", "this week", "Mon 23 00:00", "last week"),
+        (
+            "errors in the last 6 hours compared with the 6 before",
+            "last 6 hours",
+            "Tue 31 02:20",
+            "the 6 hours before",
+        ),
+    ],
+)
+def test_comparisons_read_both_windows(text: str, window: str, other: str, label: str) -> None:
+    q = parse_question(text, NOW, BERLIN, SERVICES, SERIES)
+    assert q.window == window and q.intent == "compare" and q.compare is not None
+    assert (local(q.compare[0]), q.compare[2]) == (other, label)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["after the checkout deploy", "since the config change", "since the last release", "after the rollback"],
+)
+def test_a_change_named_in_other_phrasings(text: str) -> None:
+    assert parse_question(text, NOW, BERLIN, SERVICES, SERIES).since_change
