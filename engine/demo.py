@@ -48,6 +48,7 @@ class DemoWorld:
     def __init__(self, seed: int = 7) -> None:
         self.rng = random.Random(seed)
         self.queue_depth = 40.0
+        self.origin: float | None = None  # the first time asked for: the daily curve starts there
 
     def history(self, start: float, end: float, step_s: float = 60.0) -> Iterator[list[Signal]]:
         """Backfill from `start` to `end`, one batch of signals per step."""
@@ -91,7 +92,11 @@ class DemoWorld:
 
     def _metrics(self, ts: float, live_step: int | None) -> list[Signal]:
         rng = self.rng
-        season = 1.0 + 0.35 * math.sin(2 * math.pi * ((ts % DAY_S) / DAY_S - 0.3))
+        # The daily curve's phase counts from the demo's first point, not the wall clock, so
+        # every run is the same whatever the time of day (a seed gives one demo, not one a minute).
+        if self.origin is None:
+            self.origin = ts
+        season = 1.0 + 0.35 * math.sin(2 * math.pi * (((ts - self.origin) % DAY_S) / DAY_S + 0.2))
         out: list[Signal] = []
         for svc in SERVICES:
             if svc.name == "auth" and live_step is not None and live_step >= SILENCE_STEP:

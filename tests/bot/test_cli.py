@@ -65,7 +65,7 @@ def test_demo_runs_the_whole_loop_and_shows_alerts(tmp_path: Path) -> None:
     assert "chart: data/charts/alert-" in result.stdout
     assert (tmp_path / "data" / "demo.db").exists()
     # Nothing was flagged during the quiet 3-hour backfill.
-    assert not any("requests" in line for line in firing)
+    assert not any("requests" in line for line in firing), firing
 
 
 async def seed(path: Path) -> None:
