@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -46,12 +47,20 @@ from storage.sqlite import SqliteRecord
 log = logging.getLogger("sigops")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sigops")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigops",
         description="Self-hosted chat-ops copilot: signals in, alerts and answers out. "
         "Settings come from SIGOPS_* environment variables or .env (see .env.example).",
     )
+    parser.add_argument("--version", action="version", version=f"sigops {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="HTTP ingest + workers + chat front ends + scheduler")
     serve.add_argument("--workers", type=int, help="worker tasks in this process (default SIGOPS_WORKERS)")
@@ -101,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+    # One line per job run, per Telegram poll or per HTTP call to a chat API is noise at INFO.
+    if logging.getLogger().level >= logging.INFO:
+        for noisy in ("apscheduler", "httpx", "httpcore", "telegram.ext"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     runners: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "serve": _serve,
         "worker": _worker,

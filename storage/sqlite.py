@@ -300,7 +300,9 @@ class SqliteRecord:
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
-            log.info("SQLite schema migrated to version %d", target)
+            log.debug("SQLite schema migrated to version %d", target)
+        if version < len(MIGRATIONS):
+            log.info("SQLite schema at version %d (was %d)", len(MIGRATIONS), version)
         return len(MIGRATIONS)
 
     async def close(self) -> None:

@@ -151,6 +151,11 @@ def pull_sources(rt: Runtime) -> dict[str, Callable[[], Awaitable[int]]]:
     """The configured Prometheus and probe sources, by job name."""
     settings = rt.settings
     jobs: dict[str, Callable[[], Awaitable[int]]] = {}
+    if settings.prometheus_url and not settings.prometheus_queries:
+        log.warning(
+            "SIGOPS_PROMETHEUS_URL is set but SIGOPS_PROMETHEUS_QUERIES is empty: nothing is pulled "
+            '(set it to a JSON list of {"name", "query"} objects, see .env.example)'
+        )
     if not (settings.prometheus_url and settings.prometheus_queries) and not settings.probes:
         return jobs
     session = aiohttp.ClientSession()

@@ -38,6 +38,13 @@ class ChangeRef:
     change_type: str
     text: str
 
+    @property
+    def phrase(self) -> str:
+        """How people say it: "deploy checkout v2.4", not "deploy deploy checkout v2.4"."""
+        if self.text.lower().startswith(self.change_type.lower()):
+            return self.text
+        return f"{self.change_type} {self.text}"
+
 
 @dataclass(frozen=True, slots=True)
 class Driver:
@@ -72,7 +79,9 @@ def assess(alert: Alert, now: float, changes: Sequence[ChangeRef], others: Seque
     """The risk of `alert` and what it relates to, given the service's changes and open alerts."""
     before = [c for c in changes if alert.started_at - CHANGE_WINDOW_S <= c.ts <= alert.started_at + 60]
     before.sort(key=lambda c: c.ts, reverse=True)
-    related_changes = tuple(f"started {duration(alert.started_at - c.ts)} after {c.text}" for c in before[:3])
+    related_changes = tuple(
+        f"started {duration(alert.started_at - c.ts)} after {c.phrase}" for c in before[:3]
+    )
     other_series = tuple(sorted({a.series for a in others if a.id != alert.id and a.series != alert.series}))
     lasted = max(0.0, alert.updated_at - alert.started_at)
     idle = max(0.0, now - alert.updated_at)

@@ -170,7 +170,7 @@ class RetrievalAnswerer:
         hits: Sequence[Hit],
     ) -> Answer:
         scope = ", ".join(q.series or q.services) or "all services"
-        window = f"since {change.change_type} {change.text} ({self._hhmm(change.ts)})" if change else q.window
+        window = f"since {change.phrase} ({self._hhmm(change.ts)})" if change else q.window
         by_series: dict[str, list[Anomaly]] = defaultdict(list)
         for anomaly in anomalies:
             by_series[anomaly.series].append(anomaly)

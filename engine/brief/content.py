@@ -74,7 +74,7 @@ async def build_brief(
 ) -> Brief:
     """The brief of the window [since, until]."""
     alerts = [a for a in await source.alerts_since(since, limit=2000) if a.started_at <= until]
-    fired = [a for a in alerts if a.started_at >= since]
+    fired = sorted((a for a in alerts if a.started_at >= since), key=lambda a: a.started_at)
     resolved = [a for a in alerts if a.status == "resolved" and since <= (a.resolved_at or 0) <= until]
     still_open = [a for a in alerts if a.status != "resolved"]
     anomalies = [a for a in await source.recent_anomalies(since, limit=20_000) if a.ts <= until]
@@ -165,7 +165,7 @@ def _silence_line(s: Silence, at: Callable[[float], str], today: bool) -> str:
 
 
 def _top_line(t: TopAnomaly, at: Callable[[float], str]) -> str:
-    after = f"; after {t.change.change_type} {t.change.text}" if t.change else ""
+    after = f"; after {t.change.phrase}" if t.change else ""
     return (
         f"{t.series}: peak {fmt(t.peak.value)} vs expected {fmt(t.peak.expected)} at {at(t.peak.ts)}, "
         f"{t.points} point(s) over {duration(t.lasted_s)}{after} [{t.peak.signal_id[:8]}]"
@@ -174,7 +174,8 @@ def _top_line(t: TopAnomaly, at: Callable[[float], str]) -> str:
 
 def _change_line(c: ChangeRef, followed: int, at: Callable[[float], str]) -> str:
     after = f" — followed by {followed} anomalous point(s) within the hour" if followed else ""
-    return f"[{c.id[:8]}] {at(c.ts)} {c.change_type} on {c.service}: {c.text}{after}"
+    where = "" if c.service in c.phrase else f" on {c.service}"
+    return f"[{c.id[:8]}] {at(c.ts)} {c.phrase}{where}{after}"
 
 
 async def narrate(model: LanguageModel | None, brief: Brief, tz: tzinfo, timeout_s: float) -> tuple[str, str]:

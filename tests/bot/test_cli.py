@@ -265,3 +265,12 @@ async def test_an_apostrophe_is_just_a_character_in_questions_and_notes(tmp_path
     assert "Could not read" not in chat.stdout and "No closing quotation" not in chat.stdout
     assert chat.stdout.count("for payments: 1 alert(s)") >= 1
     assert "resolved payments.latency_p99" in chat.stdout and "0 alert(s) open" in chat.stdout
+
+
+def test_version_and_a_quiet_start(tmp_path: Path) -> None:
+    version = run(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("sigops ")
+    started = run(["ask", "anything?"], tmp_path, env={"SIGOPS_PROMETHEUS_URL": "http://127.0.0.1:9"})
+    assert started.returncode == 0
+    assert "schema migrated" not in started.stderr  # one line at most, not one per migration
+    assert started.stderr.count("SQLite schema at version") <= 1

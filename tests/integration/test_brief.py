@@ -27,11 +27,11 @@ async def test_brief_names_what_happened_with_counts_and_ids(tmp_path: Path) -> 
         "[aut0003c] auth.login_failures unusually high after 50 min by ana (slack): bad config pushed" in text
     )
     assert "checkout.errors: peak 74 vs expected 11 at Tue 03:02" in text
-    assert "after deploy deploy checkout v2.4" in text and "[sigchk01]" in text
-    assert (
-        "deploy on checkout: deploy checkout v2.4: new payment-method picker — followed by 2 anomalous"
-        in text
-    )
+    assert "after deploy checkout v2.4" in text and "[sigchk01]" in text
+    assert "Tue 03:00 deploy checkout v2.4: new payment-method picker — followed by 2 anomalous" in text
+    assert "deploy deploy" not in text and "deploy on checkout: deploy" not in text
+    fired = text[text.index("Fired:") :]
+    assert fired.index("[aut0003c]") < fired.index("[chk0002b]") < fired.index("[pay0001a]")  # in time order
     assert 'service="search" until Tue 18:10 (ends today), by ana (slack)' in text
     assert "search.queue_depth" not in text  # Sunday is outside the window
     await record.close()
