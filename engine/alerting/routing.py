@@ -286,7 +286,35 @@ def load_routing(path: Path) -> tuple[Routing, RoutingFile]:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"line {line}, {where}: {message}")
         raise ConfigError(f"routing file {path}:\n  " + "\n  ".join(problems)) from exc
+    problems = _receiver_problems(parsed, tree)
+    if problems:
+        raise ConfigError(f"routing file {path}:\n  " + "\n  ".join(problems))
     return _build(parsed, path), parsed
+
+
+def _receiver_problems(parsed: RoutingFile, tree: yaml.Node | None) -> list[str]:
+    """Every route whose receiver (its own or inherited) is missing or unknown, each with its line."""
+    names = [r.name for r in parsed.receivers]
+    known = ", ".join(dict.fromkeys(names)) or "none"
+    problems = []
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            loc = ("receivers", index, "name")
+            problems.append(f"line {_line_of(tree, loc)}, receivers.{index}.name: {name!r} is defined twice")
+
+    def walk(node: _RouteFile, loc: tuple[int | str, ...], inherited: str | None) -> None:
+        receiver = node.receiver or inherited
+        where = ".".join(map(str, loc))
+        if receiver is None:
+            problems.append(f"line {_line_of(tree, loc)}, {where}.receiver: the top route needs a receiver")
+        elif receiver not in names:
+            line = _line_of(tree, (*loc, "receiver"))
+            problems.append(f"line {line}, {where}.receiver: no receiver {receiver!r} (known: {known})")
+        for i, child in enumerate(node.routes):
+            walk(child, (*loc, "routes", i), receiver)
+
+    walk(parsed.route, ("route",), None)
+    return problems
 
 
 def _build(parsed: RoutingFile, path: Path) -> Routing:

@@ -18,6 +18,7 @@ from engine.alerting.routing import (
     parse_matcher,
 )
 from engine.alerting.silences import make_silence
+from engine.errors import ConfigError
 from storage.notify_store import SqliteNotifyStore
 from storage.sqlite import SqliteRecord
 
@@ -181,6 +182,28 @@ async def test_routing_file_errors_name_line_and_field(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "line 6, route.group_wait" in message and "not a duration" in message
     assert "line 8, route.routes.0.matchers" in message and "bad regular expression" in message
+
+
+async def test_every_receiver_problem_is_reported_at_once_each_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "receivers:\n"
+        "  - name: oncall\n"
+        "    telegram: [100]\n"
+        "  - name: oncall\n"
+        "    slack: [C1]\n"
+        "route:\n"
+        "  receiver: on-call\n"
+        "  routes:\n"
+        "    - matchers: ['service=\"db\"']\n"
+        "      receiver: dba\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_routing(path)
+    lines = str(caught.value).splitlines()[1:]
+    assert [line.strip().split(",")[0] for line in lines] == ["line 4", "line 7", "line 10"]
+    assert "'oncall' is defined twice" in lines[0]
+    assert "no receiver 'on-call' (known: oncall)" in lines[1] and "no receiver 'dba'" in lines[2]
 
 
 async def test_routing_file_routes_by_matchers_with_default(tmp_path: Path) -> None:
