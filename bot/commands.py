@@ -248,7 +248,7 @@ async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply
         answer = await core.answerer.answer(question)
         return Reply(
             title=answer.summary[0],
-            blocks=(*answer.summary[1:], *_evidence_block(answer)),
+            blocks=(*answer.summary[1:], *_evidence_block(answer, core.tz)),
             footer=f"{answer.mode} answer: computed from stored alerts and anomalies, no language model",
         )
     result = await core.narrator.answer(question, ctx.progress)
@@ -261,13 +261,14 @@ async def _ask(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply
     notes = (result.note,) if result.mode == "model" and result.note else ()
     return Reply(
         title=f"Answer · {_scope(found)}",
-        blocks=(result.text, *notes, *_evidence_block(found)),
+        blocks=(result.text, *notes, *_evidence_block(found, core.tz)),
         footer=footer,
     )
 
 
-def _evidence_block(answer: Answer) -> tuple[str, ...]:
-    cites = [f"[{e.id}] {_when(e.ts)} {e.kind}: {e.line}" for e in answer.evidence]
+def _evidence_block(answer: Answer, tz: tzinfo) -> tuple[str, ...]:
+    """The evidence, its times in the same zone as the summary, labelled."""
+    cites = [f"[{e.id}] {_when(e.ts, tz)} {e.kind}: {e.line}" for e in answer.evidence]
     return ("Evidence:\n" + "\n".join(cites),) if cites else ()
 
 
@@ -539,5 +540,5 @@ def save_image(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+def _when(ts: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M %Z")

@@ -211,7 +211,13 @@ class RetrievalAnswerer:
                 f"{before} in as long before it."
             )
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
-        _add_text_evidence(evidence, hits)
+        firing = [a for a in alerts if a.status != "resolved"]
+        if firing and _ASKS_FIRING.search(q.text):  # every one of them, not the top few
+            listed = "; ".join(f"{a.title} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
+            summary.append(f"Still firing ({len(firing)}): {listed}.")
+            shown = {e.id for e in evidence}
+            evidence += [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
+        _add_text_evidence(evidence, hits, cap=max(16, len(evidence) + 4))  # room for text still
         if not alerts and not anomalies:
             summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
                 f" {len(changes)} change(s) in that time." if changes else ""
@@ -264,6 +270,8 @@ def _unknown_subject(text: str, q: Question) -> str | None:
             return match.group(1).rstrip(".?!,")
     return None
 
+
+_ASKS_FIRING = re.compile(r"\b(still\s+(firing|open)|firing|open alerts?|unresolved|not resolved)\b", re.I)
 
 OFF_TOPIC = (
     "I answer questions about the signals SigOps records: alerts, anomalies, changes, events and "
@@ -339,7 +347,10 @@ def _phrase(window: str) -> str:
 def _alert_evidence(alert: Alert) -> Evidence:
     lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}" if alert.resolved_at else ""
     note = f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
-    line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{note})"
+    acked = f", acknowledged by {alert.acked_by}" if alert.acked_by else ""
+    line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{acked}{note})"
+    if alert.explanation:  # what the alert itself says (an Alertmanager summary, the anomaly's line)
+        line += f": {' '.join(alert.explanation.split())[:200]}"
     return Evidence(alert.id, "alert", alert.started_at, line)
 
 

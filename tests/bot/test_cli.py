@@ -274,3 +274,11 @@ def test_version_and_a_quiet_start(tmp_path: Path) -> None:
     assert started.returncode == 0
     assert "schema migrated" not in started.stderr  # one line at most, not one per migration
     assert started.stderr.count("SQLite schema at version") <= 1
+
+
+async def test_evidence_times_are_in_the_configured_zone_and_labelled(tmp_path: Path) -> None:
+    await seed(tmp_path / "sigops.db")
+    env = {"SIGOPS_DATA_DIR": str(tmp_path), "SIGOPS_TIMEZONE": "Asia/Tokyo"}
+    asked = run(["ask", "what spiked on payments in the last 6 hours?"], tmp_path, env=env)
+    evidence = [line for line in asked.stdout.splitlines() if line.strip().startswith("[3f9a2c1b]")]
+    assert evidence and all(" JST " in line for line in evidence)  # not UTC without a label

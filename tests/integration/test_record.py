@@ -117,3 +117,31 @@ async def test_a_question_seconds_after_data_arrived_knows_its_service(record: S
     assert await record.series_named("latency_p99") == ["payments.latency_p99"]
     await record.prune(NOW + 1)  # everything is older than this: the catalogue forgets it too
     assert await record.series_named("latency_p99") == []
+
+
+async def test_is_anything_still_firing_names_every_firing_alert(record: SqliteRecord) -> None:
+    from engine.answers.answer import RetrievalAnswerer
+
+    alerts = [
+        Alert(
+            id=f"f{i:07d}",
+            group_key=f"anomaly:svc{i}.errors",
+            status="firing",
+            severity="error",
+            title=f"svc{i}.errors unusually high",
+            series=f"svc{i}.errors",
+            service=f"svc{i}",
+            source="test",
+            started_at=NOW - 600 * (i + 1),
+            updated_at=NOW - 600 * (i + 1),
+            score=0.5 + i / 100,
+            acked_by="lena (telegram)" if i == 0 else None,
+        )
+        for i in range(11)
+    ]
+    async with record.transaction() as tx:
+        await tx.write_alerts([AlertChange(a, "opened") for a in alerts])
+    answer = await RetrievalAnswerer(record).answer("is anything still firing?")
+    assert any(line.startswith("Still firing (11):") for line in answer.summary)
+    assert {a.id for a in alerts} <= {e.id for e in answer.evidence}  # all 11, not the top 8
+    assert any("acknowledged by lena (telegram)" in e.line for e in answer.evidence)
