@@ -211,6 +211,8 @@ class RetrievalAnswerer:
                 f"{before} in as long before it."
             )
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
+        if _ASKS_RESOLUTION.search(q.text):  # answer who and how in the summary itself
+            summary += [_resolution_line(a) for a in alerts if a.status == "resolved" and a.resolved_by][:5]
         firing = [a for a in alerts if a.status != "resolved"]
         if firing and _ASKS_FIRING.search(q.text):  # every one of them, not the top few
             listed = "; ".join(f"{a.title} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
@@ -271,6 +273,10 @@ def _unknown_subject(text: str, q: Question) -> str | None:
     return None
 
 
+_ASKS_RESOLUTION = re.compile(
+    r"\b(who\s+(resolved|fixed|closed|handled)|resolution|fix(ed)?|what\s+(was|did)\b.*\b(do|done|fix))\b",
+    re.I,
+)
 _ASKS_FIRING = re.compile(r"\b(still\s+(firing|open)|firing|open alerts?|unresolved|not resolved)\b", re.I)
 
 OFF_TOPIC = (
@@ -363,3 +369,9 @@ def _add_text_evidence(evidence: list[Evidence], hits: Sequence[Hit], cap: int =
             continue
         cited.add(doc.short_id)
         evidence.append(Evidence(doc.short_id, doc.kind, doc.ts, doc.text))
+
+
+def _resolution_line(alert: Alert) -> str:
+    lasted = duration((alert.resolved_at or alert.updated_at) - alert.started_at)
+    note = f": '{alert.note}'" if alert.note else " (no note)"
+    return f"{alert.title} was resolved by {alert.resolved_by} after {lasted}{note} [{alert.id}]."
