@@ -57,7 +57,9 @@ def group_reply(note: Notification, tz: tzinfo = UTC) -> Reply:
     others = [a for a in note.alerts if a.id != top.id]
     if others:
         blocks.append(_others(others, note, top.service))
-    buttons = () if state == "resolved" else _buttons(note.group_id)
+    # Once every firing alert is acknowledged, the first button takes the ack back.
+    acked = all(a.acked_by for a in note.firing)
+    buttons = () if state == "resolved" else _buttons(note.group_id, acked)
     footer = f"[{top.id}] {top.source} · {note.reason} · group {note.group_id} v{note.version}"
     return Reply(title=title, blocks=tuple(blocks), fields=tuple(fields), buttons=buttons, footer=footer)
 
@@ -119,9 +121,9 @@ def _names(names: Sequence[str]) -> str:
     return ", ".join(dict.fromkeys(names))
 
 
-def _buttons(group_id: str) -> tuple[Button, ...]:
+def _buttons(group_id: str, acked: bool = False) -> tuple[Button, ...]:
     return (
-        Button("Ack", f"ack {group_id}"),
+        Button("Unack", f"unack {group_id}") if acked else Button("Ack", f"ack {group_id}"),
         Button("Silence 1h", f"silence {group_id} 1h"),
         Button("Resolve", f"resolve {group_id}"),
     )

@@ -330,3 +330,16 @@ async def test_a_chart_upload_that_breaks_inside_slack_sdk_keeps_the_posted_aler
     rig.clock.now += 600
     await rig.deliverer.step()
     assert len(rig.slack.messages(CHANNEL)) == 1  # not posted again
+
+
+async def test_after_an_ack_the_button_offers_unack(rig: Rig) -> None:
+    await rig.put(make_alert())
+    await rig.run()
+    acked = replace(make_alert(), acked_by="lena (telegram)", acked_at=T0 + 30, version=2)
+    await rig.put(acked, change="updated")
+    await rig.run(advance=60)
+    [tg] = rig.telegram.chat(CHAT)
+    buttons = [b for row in tg.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
+    assert [b["text"] for b in buttons] == ["Unack", "Silence 1h", "Resolve"]
+    assert SIGNER.verify(buttons[0]["callback_data"]).startswith("unack ")
+    assert "acknowledged by lena (telegram)" in tg.text
