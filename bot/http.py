@@ -190,7 +190,7 @@ def build_app(
     *,
     token: str | None,
     max_body_bytes: int,
-    loops: Callable[[], Mapping[str, str]] = dict,
+    loops: LoopProblems = dict,
 ) -> web.Application:
     """The aiohttp application; other front ends (Slack HTTP mode) add their routes to it."""
     logging.getLogger("aiohttp.server").addFilter(_BAD_BODY_LINES)  # a set: adding it twice is one filter

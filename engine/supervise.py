@@ -32,7 +32,6 @@ class LoopHealth:
     runs: int = 0  # loop starts, or job runs
     failures: int = 0
     last_error: str | None = None
-    last_error_at: float | None = None
 
     def line(self) -> str:
         """One line for `/status`."""
@@ -143,7 +142,6 @@ class Supervisor:
     def _failed(self, health: LoopHealth, exc: BaseException) -> None:
         health.failures += 1
         health.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        health.last_error_at = time.time()
 
     def problems(self) -> dict[str, str]:
         """Loops that should be running and are not, with why (empty: all well)."""

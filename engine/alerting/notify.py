@@ -109,6 +109,10 @@ class GroupBatch:
         else:
             self.merged.add(alert.id)
 
+    def mutable(self, alert: Alert) -> bool:
+        """Whether silences and inhibition apply: firing alerts, and resolved ones not yet told."""
+        return alert.status != "resolved" or alert.id in self.untold
+
     def muted(self, alert: Alert) -> bool:
         return alert.id in self.silenced_until or alert.id in self.inhibited
 
@@ -194,7 +198,7 @@ class Notification:
 def silence(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     """Mark firing alerts an active silence covers (they stay in a message that told of them)."""
     for alert in batch.alerts:
-        if alert.status == "resolved" and alert.id not in batch.untold:
+        if not batch.mutable(alert):
             continue
         labels = alert_labels(alert)
         ends = [s.ends_at for s in view.silences if s.mutes(labels, view.now)]
@@ -208,7 +212,7 @@ def inhibit(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     if not view.inhibit_rules:
         return batch
     for alert in batch.alerts:
-        if alert.status == "resolved" and alert.id not in batch.untold:
+        if not batch.mutable(alert):
             continue
         labels = alert_labels(alert)
         for rule in view.inhibit_rules:

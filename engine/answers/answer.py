@@ -133,15 +133,16 @@ class RetrievalAnswerer:
         """Add the other window of a comparison ("today vs yesterday") and the difference."""
         assert q.compare is not None
         since, until, label = q.compare
+        other = replace(q, since=since, until=until)
         alerts = [
             a
             for a in await self.source.alerts_since(since, limit=2000)
-            if since <= a.started_at <= until and _scoped(a.series, a.service, q)
+            if _in(a.started_at, a.series, a.service, other, since)
         ]
         anomalies = [
             a
             for a in await self.source.recent_anomalies(since, limit=20_000)
-            if a.ts <= until and _scoped(a.series, a.service, q)
+            if _in(a.ts, a.series, a.service, other, since)
         ]
         now_alerts, now_anomalies = int(answer.figures["alerts"]), int(answer.figures["anomalies"])
         line = (
@@ -153,9 +154,8 @@ class RetrievalAnswerer:
             "compared_alerts": float(len(alerts)),
             "compared_anomalies": float(len(anomalies)),
         }
-        evidence = answer.evidence + [
-            _alert_evidence(a) for a in alerts[:4] if a.id not in {e.id for e in answer.evidence}
-        ]
+        cited = {e.id for e in answer.evidence}
+        evidence = answer.evidence + [_alert_evidence(a) for a in alerts[:4] if a.id not in cited]
         return replace(answer, summary=[*answer.summary, line], figures=figures, evidence=evidence)
 
     def _compose(

@@ -156,12 +156,7 @@ class ModelAnswerer:
 # A count the answer states, and the figures that may back it (the rest of a count is checked
 # against these, not against any number that happens to be in the context).
 _COUNT = re.compile(r"(?<![\w.])(\d+)\s+(alerts?|anomalous points?|anomalies|changes?)\b", re.I)
-_COUNT_FIGURES = {
-    "alert": ("alerts", "alerts_firing"),
-    "anomalous point": ("anomalies",),
-    "anomalie": ("anomalies",),
-    "change": ("changes",),
-}
+_COUNT_FIGURES = {"alert": ("alerts", "alerts_firing"), "anomal": ("anomalies",), "change": ("changes",)}
 
 
 def check(
@@ -172,25 +167,26 @@ def check(
     known = {_norm(n) for n in _NUMBER.findall(context)}
     unknown_ids = sorted({i for i in CITATION.findall(text) if i not in evidence_ids})
     unverified: list[str] = []
-    wrong_counts = {m.start(1) for m in _COUNT.finditer(text) if not _count_holds(m, figures or {})}
 
-    def mark(match: re.Match[str], offset: int = 0) -> str:
-        number = match.group(0)
-        if _norm(number) in known and offset + match.start() not in wrong_counts:
-            return number
-        unverified.append(number)
-        return f"{number}⚠"
+    def checked(part: str) -> str:
+        wrong = {m.start(1) for m in _COUNT.finditer(part) if not _count_holds(m, figures or {})}
+
+        def mark(match: re.Match[str]) -> str:
+            number = match.group(0)
+            if _norm(number) in known and match.start() not in wrong:
+                return number
+            unverified.append(number)
+            return f"{number}⚠"
+
+        return _NUMBER.sub(mark, part)
 
     parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures: keep them whole
-    out, offset = [], 0
-    for part in parts:
-        out.append(part if CITATION.fullmatch(part) else _NUMBER.sub(lambda m, o=offset: mark(m, o), part))
-        offset += len(part)
-    return "".join(out), list(dict.fromkeys(unverified)), unknown_ids
+    out = "".join(p if CITATION.fullmatch(p) else checked(p) for p in parts)
+    return out, list(dict.fromkeys(unverified)), unknown_ids
 
 
 def _count_holds(match: re.Match[str], figures: Mapping[str, float]) -> bool:
-    noun = match.group(2).lower().rstrip("s")
+    noun = match.group(2).lower()
     names = next((v for k, v in _COUNT_FIGURES.items() if noun.startswith(k)), ())
     backing = [figures[n] for n in names if n in figures]
     return not backing or float(match.group(1)) in backing
