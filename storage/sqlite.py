@@ -276,7 +276,13 @@ class SqliteRecord:
         except sqlite3.Error as exc:
             raise RecordUnavailable(f"cannot open SQLite file {path}: {exc}") from exc
         record = cls(conn, path)
-        await guarded(lambda: record._configure(busy_timeout_ms), f"opening {path}")
+        try:
+            await guarded(lambda: record._configure(busy_timeout_ms), f"opening {path}")
+        except BaseException:
+            # aiosqlite's worker thread is not a daemon: a connection left open keeps the
+            # process alive after main() returns.
+            await conn.close()
+            raise
         return record
 
     async def _configure(self, busy_timeout_ms: int) -> None:

@@ -6,8 +6,10 @@ import json
 import os
 import socket
 import subprocess
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,47 @@ from storage.redis_stream import RedisSignalQueue, connect
 from storage.sqlite import SqliteRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
+EXIT_STATUS = pytest.StashKey[int]()
 REDIS_URL = os.environ.get("SIGOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(autouse=True)
+def close_left_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop the worker thread of every SQLite record a test opened and did not close.
+
+    aiosqlite's thread is not a daemon: a test that fails before its `close()` (its frame kept
+    alive by the report) would otherwise hold the whole run open after the last test.
+    """
+    opened: list[SqliteRecord] = []
+    real_open = SqliteRecord.open.__func__  # type: ignore[attr-defined]
+
+    async def tracked(cls: type[SqliteRecord], *args: Any, **kwargs: Any) -> SqliteRecord:
+        rec: SqliteRecord = await real_open(cls, *args, **kwargs)
+        opened.append(rec)
+        return rec
+
+    monkeypatch.setattr(SqliteRecord, "open", classmethod(tracked))
+    yield
+    for rec in opened:
+        rec.conn.stop()  # a no-op for a connection already closed
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit, naming them, if non-daemon threads would keep the finished run from ending."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        main = threading.main_thread()
+        left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+        if not left:
+            return
+        time.sleep(0.2)
+    names = ", ".join(sorted(t.name for t in left))
+    print(f"\nthreads still running after the last test, which would hang the run: {names}", flush=True)
+    os._exit(config.stash.get(EXIT_STATUS, 0) or 1)
 
 
 class ServerProcess:
