@@ -25,10 +25,11 @@ _CONTROL = {c: " " for c in range(32) if c not in (10,)} | {127: " "}
 def render_text(reply: Reply) -> str:
     """A reply as plain terminal text (control characters from signals neutralised)."""
     lines = [("⚠ " if reply.error else "") + _clean(reply.title)] if reply.title else []
+    if reply.fields or reply.links:
+        named = [*reply.fields, *((name.lower(), url) for name, url in reply.links)]
+        width = max(len(name) for name, _ in named)
+        lines += [f"  {name:<{width}}  {_clean(value)}" for name, value in named]
     lines += [_indent(_clean(block)) for block in reply.blocks]
-    if reply.fields:
-        width = max(len(name) for name, _ in reply.fields)
-        lines += [f"  {name:<{width}}  {_clean(value)}" for name, value in reply.fields]
     if reply.buttons:
         lines.append("  actions: " + " | ".join(f"/{b.action}" for b in reply.buttons))
     if reply.image:

@@ -20,11 +20,15 @@ class Button:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Title, paragraphs, name/value fields, buttons and an optional image."""
+    """Title, name/value fields, links, paragraphs, buttons and an optional image.
+
+    Renderers show them in that order: what a person needs first (state, severity, labels)
+    stays in the first part of a long message, with the buttons."""
 
     title: str = ""
     blocks: tuple[str, ...] = ()
     fields: tuple[tuple[str, str], ...] = ()
+    links: tuple[tuple[str, str], ...] = ()  # (label, http(s) URL)
     buttons: tuple[Button, ...] = ()
     image: Path | None = None
     error: bool = False

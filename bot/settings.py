@@ -122,13 +122,19 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = None  # signs alert buttons; unset = made once in data_dir
     dispatch_interval_s: float = Field(default=1.0, gt=0, le=60)  # alert pipeline tick
     chat_timeout_s: float = Field(default=10.0, gt=0, le=120)  # each Telegram/Slack API call
+    # Alert labels in messages: those that tell a group's alerts apart are shown; these never,
+    # and these first (the rest by name).
+    alert_labels_hidden: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_labels_first: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     timezone: str = "UTC"
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error)$")
 
     retention_days: int = Field(default=14, ge=1)
 
-    @field_validator("telegram_chat_ids", "slack_channels", mode="before")
+    @field_validator(
+        "telegram_chat_ids", "slack_channels", "alert_labels_hidden", "alert_labels_first", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, raw: Any) -> Any:
         return _split_csv(raw)

@@ -31,11 +31,14 @@ def blocks(reply: Reply, signer: CallbackSigner | None = None) -> list[dict[str,
     if reply.title:
         title = ("⚠️ " if reply.error else "") + reply.title
         out.append(_header(title))
-    for block in reply.blocks:
-        out += [_section(chunk) for chunk in _chunks(escape(block), SECTION_LIMIT)]
     if reply.fields:
         lines = [f"*{escape(name)}*: {escape(value)}" for name, value in reply.fields]
         out += [_section(chunk) for chunk in _chunks("\n".join(lines), SECTION_LIMIT)]
+    if reply.links:
+        links = " · ".join(f"<{escape(url)}|{escape(name).replace('|', '/')}>" for name, url in reply.links)
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links[:3000]}]})
+    for block in reply.blocks:
+        out += [_section(chunk) for chunk in _chunks(escape(block), SECTION_LIMIT)]
     if reply.buttons and signer is not None:
         out.append({
             "type": "actions",

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.alert_message import digest_reply, group_reply
+from bot.alert_message import DEFAULT_LABELS, LabelView, digest_reply, group_reply, nudge
 from bot.callbacks import CallbackSigner
 from bot.reply import Reply
 from bot.slack_format import blocks, escape, fallback_text
@@ -58,13 +58,20 @@ class SlackNotifier:
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient, signer: CallbackSigner, tz: tzinfo = UTC) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        signer: CallbackSigner,
+        tz: tzinfo = UTC,
+        labels: LabelView = DEFAULT_LABELS,
+    ) -> None:
         self.client = client
         self.signer = signer
         self.tz = tz
+        self.labels = labels
 
     async def post(self, chat: str, note: Notification, chart: bytes | None) -> SentMessage:
-        reply = group_reply(note, self.tz)
+        reply = group_reply(note, self.tz, self.labels)
         metadata = {"event_type": METADATA_EVENT, "event_payload": {"group": note.group_id}}
         response = await _call(
             self.client.chat_postMessage(
@@ -97,7 +104,7 @@ class SlackNotifier:
 
     async def update(self, chat: str, message: SentMessage, note: Notification) -> SentMessage:
         channel, ts = message.message_id.split("/", 1)
-        reply = group_reply(note, self.tz)
+        reply = group_reply(note, self.tz, self.labels)
         try:
             await _call(
                 self.client.chat_update(
@@ -113,7 +120,7 @@ class SlackNotifier:
             return await self.post(chat, note, None)  # someone deleted it: post it again
         calls = 1
         if note.reason != FIRST:
-            text = f"{escape(note.reason.capitalize())}: {escape(note.top.title)}"
+            text = escape(nudge(note, self.labels))
             await _call(
                 self.client.chat_postMessage(
                     channel=channel,

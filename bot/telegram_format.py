@@ -16,6 +16,7 @@ from bot.reply import Reply
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 _MENTION = re.compile(r"@(?=\w)")
+_BACKTICKS = re.compile(r"`([^`]+)`")
 
 
 def escape(text: str) -> str:
@@ -28,12 +29,23 @@ def units(reply: Reply) -> list[str]:
     out: list[str] = []
     if reply.title:
         out.append(("⚠️ " if reply.error else "") + f"<b>{escape(reply.title)}</b>")
+    out += [f"<b>{escape(name)}</b>: {_code(escape(value))}" for name, value in reply.fields]
+    if reply.links:
+        out.append(
+            " · ".join(
+                f'<a href="{html.escape(url, quote=True)}">{escape(name)}</a>' for name, url in reply.links
+            )
+        )
     for block in reply.blocks:
-        out += [escape(line) for line in block.splitlines() if line.strip()]
-    out += [f"<b>{escape(name)}</b>: {escape(value)}" for name, value in reply.fields]
+        out += [_code(escape(line)) for line in block.splitlines() if line.strip()]
     if reply.footer:
         out.append(f"<i>{escape(reply.footer)}</i>")
     return out
+
+
+def _code(line: str) -> str:
+    """`whoami` as code, as Markdown writes it (Telegram's HTML would show the backticks)."""
+    return _BACKTICKS.sub(r"<code>\1</code>", line)
 
 
 def tg_len(text: str) -> int:

@@ -32,7 +32,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.alert_message import digest_reply, group_reply
+from bot.alert_message import DEFAULT_LABELS, LabelView, digest_reply, group_reply, nudge
 from bot.callbacks import CallbackSigner
 from bot.reply import Reply
 from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, escape, split
@@ -74,25 +74,30 @@ class TelegramNotifier:
     platform = "telegram"
 
     def __init__(
-        self, bot: Bot, signer: CallbackSigner, tz: tzinfo = UTC, pace_s: float = 1.0 + MARGIN_S
+        self,
+        bot: Bot,
+        signer: CallbackSigner,
+        tz: tzinfo = UTC,
+        pace_s: float = 1.0 + MARGIN_S,
+        labels: LabelView = DEFAULT_LABELS,
     ) -> None:
         self.bot = bot
         self.signer = signer
         self.tz = tz
+        self.labels = labels
         self.pace_s = pace_s  # between calls to one chat, even within one delivery (parts, nudges)
         self._next_free: dict[int, float] = {}
         self._shown: OrderedDict[tuple[int, int], str] = OrderedDict()  # skip edits that change nothing
 
     async def post(self, chat: str, note: Notification, chart: bytes | None) -> SentMessage:
-        reply = group_reply(note, self.tz)
+        reply = group_reply(note, self.tz, self.labels)
         return await self._post_reply(chat, reply, chart, "photo" if chart else "text")
 
     async def update(self, chat: str, message: SentMessage, note: Notification) -> SentMessage:
-        sent = await self._edit_reply(chat, message, group_reply(note, self.tz))
+        sent = await self._edit_reply(chat, message, group_reply(note, self.tz, self.labels))
         if note.reason in (NEW_ALERTS, REPEAT):  # an edit does not notify anyone: nudge with a reply
             first = int(message.message_id.split(",")[0])
-            nudge = "⏰ Still firing" if note.reason == REPEAT else "➕ New alerts in this group"
-            text = f"{nudge}: {escape(note.top.title)}"
+            text = escape(nudge(note, self.labels))
             await self._api(
                 int(chat),
                 lambda: self.bot.send_message(

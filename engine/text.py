@@ -9,7 +9,9 @@ from datetime import datetime, tzinfo
 
 def fmt(number: float) -> str:
     """A number in at most 3-4 significant digits, without noise."""
-    if number == 0 or not math.isfinite(number):
+    if number == 0:
+        return "0"
+    if not math.isfinite(number):
         return str(number)
     magnitude = abs(number)
     if magnitude >= 1e6:
@@ -19,6 +21,14 @@ def fmt(number: float) -> str:
     if magnitude >= 100:
         return f"{number:.0f}"
     return f"{number:.3g}"
+
+
+def usual_range(lower: float, upper: float, value: float, expected: float) -> str:
+    """The band as people read it, "usual 12–25": never below 0 for a series that is not
+    (a count or a latency whose band, mean minus 3 sigma, dips under 0 is still never negative)."""
+    if lower < 0 <= min(value, expected):
+        lower = 0.0
+    return f"usual {fmt(lower)}–{fmt(upper)}"
 
 
 def duration(seconds: float) -> str:

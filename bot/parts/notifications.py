@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import tzinfo
 
+from bot.alert_message import LabelView
 from bot.callbacks import CallbackSigner, load_or_create_secret
 from bot.console import ConsoleNotifier
 from bot.runtime import DispatchSink, Runtime, _host_tag
@@ -57,13 +58,13 @@ def build_notifiers(
         bot = make_bot(
             settings.telegram_token.get_secret_value(), settings.telegram_api_url, settings.chat_timeout_s
         )
-        notifiers["telegram"] = TelegramNotifier(bot, signer, settings.tz)
+        notifiers["telegram"] = TelegramNotifier(bot, signer, settings.tz, labels=label_view(settings))
         closers.append(bot.shutdown)
     if settings.slack_bot_token:
         client = make_client(
             settings.slack_bot_token.get_secret_value(), settings.slack_api_url, settings.chat_timeout_s
         )
-        notifiers["slack"] = SlackNotifier(client, signer, settings.tz)
+        notifiers["slack"] = SlackNotifier(client, signer, settings.tz, labels=label_view(settings))
     if console is not None:
         notifiers["console"] = console
     return notifiers, closers
@@ -158,3 +159,7 @@ def build_notifications(settings: Settings, record: SqliteRecord, outputs: Alert
     sink = DispatchSink()
     sink.dispatcher = dispatcher
     return Notifications(store, deliverer, dispatcher, sink)
+
+
+def label_view(settings: Settings) -> LabelView:
+    return LabelView(frozenset(settings.alert_labels_hidden), tuple(settings.alert_labels_first))

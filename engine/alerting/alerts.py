@@ -20,6 +20,32 @@ Change = Literal["opened", "updated", "escalated", "flapping", "resolved"]
 NEW: frozenset[Change] = frozenset({"opened", "flapping"})  # the changes an alert can start with
 
 
+# Labels an alert signal uses to say what it is (its state, its identity upstream), not what it
+# is about: never shown to people, never grouped on.
+META_LABELS = frozenset({"status", "fingerprint"})
+# Label names starting with this carry what came with an alert but is not a label of it:
+# links (`__link.runbook`) and measured values (`__value.B`). Prometheus reserves `__` names, so
+# no real label collides.
+ANNOTATION_PREFIX = "__"
+LINK_PREFIX = "__link."
+VALUE_PREFIX = "__value."
+
+
+def own_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels that say what an alert is about (no meta labels, no annotations)."""
+    return {k: v for k, v in labels.items() if k not in META_LABELS and not k.startswith(ANNOTATION_PREFIX)}
+
+
+def alert_links(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, url) of the links that came with an alert, in the order they were given."""
+    return [(k[len(LINK_PREFIX) :], v) for k, v in labels.items() if k.startswith(LINK_PREFIX)]
+
+
+def alert_values(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, value) measured by the alerting system (Grafana's `values`: B=44.2)."""
+    return [(k[len(VALUE_PREFIX) :], v) for k, v in labels.items() if k.startswith(VALUE_PREFIX)]
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One alert: an anomalous series, or an alert raised by another system."""
@@ -53,6 +79,12 @@ class Alert:
     resolved_by: str | None = None  # set when a person resolved it, not the signals
     note: str = ""  # resolution note
 
+    @property
+    def detected(self) -> bool:
+        """Opened by SigOps' own detection (it has a score, an expected value and a band); else
+        raised by another system (Alertmanager, Grafana, an API client), whose figures are its own."""
+        return self.group_key.startswith("anomaly:")
+
 
 @dataclass(frozen=True, slots=True)
 class AlertChange:
@@ -83,8 +115,7 @@ def external_key(signal: Signal) -> str:
     fingerprint = signal.labels.get("fingerprint")
     if fingerprint:
         return f"{signal.source}:{fingerprint}"
-    skip = {"status", "fingerprint"}
-    labels = ",".join(f"{k}={v}" for k, v in sorted(signal.labels.items()) if k not in skip)
+    labels = ",".join(f"{k}={v}" for k, v in sorted(own_labels(signal.labels).items()))
     return f"{signal.source}:{signal.series}{{{labels}}}"
 
 
@@ -223,7 +254,7 @@ def _from_alert_signal(signal: Signal, current: Mapping[str, Alert]) -> AlertCha
             severity=signal.severity,
             title=signal.labels.get("alertname") or signal.series,
             series=signal.series,
-            service=signal.service,
+            service=_external_service(signal),
             source=signal.source,
             started_at=signal.ts,
             updated_at=signal.ts,
@@ -234,6 +265,17 @@ def _from_alert_signal(signal: Signal, current: Mapping[str, Alert]) -> AlertCha
         ),
         "opened",
     )
+
+
+def _external_service(signal: Signal) -> str:
+    """The service an incoming alert is about: its `service` (or Prometheus' `job`) label.
+
+    An alert with neither (NodeDown on a host) is about no service: its name must not turn
+    into one in `/status`, the brief or answers."""
+    labels = signal.labels
+    if labels.get("service") or labels.get("job"):
+        return labels.get("service") or labels["job"]
+    return signal.service if "." in signal.series else ""
 
 
 def _resolved(alert: Alert, ts: float, value: float | None) -> AlertChange:

@@ -94,6 +94,7 @@ class GroupBatch:
     merged: set[str] = field(default_factory=set)  # older alerts of a series a newer one stands for
     toggles: dict[str, tuple[int, float]] = field(default_factory=dict)
     reason: str | None = None
+    news: set[str] = field(default_factory=set)  # ids of the alerts that are new to the group
     urgent: bool = False  # people acted, or a critical alert arrived: skip the wait
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -157,6 +158,7 @@ class Notification:
     inhibited: frozenset[str]
     flapping: frozenset[str]
     created_at: float
+    news: frozenset[str] = frozenset()  # the alerts this version is about (new in the group)
 
     @property
     def firing(self) -> list[Alert]:
@@ -181,6 +183,7 @@ class Notification:
         data = asdict(self)
         data["inhibited"] = sorted(self.inhibited)
         data["flapping"] = sorted(self.flapping)
+        data["news"] = sorted(self.news)
         return orjson.dumps(data)
 
     @classmethod
@@ -189,6 +192,7 @@ class Notification:
         data["alerts"] = tuple(Alert(**a) for a in data["alerts"])
         data["inhibited"] = frozenset(data["inhibited"])
         data["flapping"] = frozenset(data["flapping"])
+        data["news"] = frozenset(data.get("news", ()))  # absent in rows written before it existed
         return cls(**data)
 
 
@@ -257,6 +261,7 @@ def dedup(view: TickView, batch: GroupBatch) -> GroupBatch | None:
         if not loud:
             return None
         batch.reason = FIRST
+        batch.news = {a.id for a in loud}
         batch.urgent = any(a.severity == "critical" for a in loud) and batch.route.timing.critical_skips_wait
         return batch
     told = batch.told
@@ -265,6 +270,7 @@ def dedup(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     changed = [k for k, fp in now_prints.items() if k in told and told[k].fingerprint != fp]
     if new:
         batch.reason = NEW_ALERTS
+        batch.news = {a.id for a in new}
         batch.urgent = batch.route.timing.critical_skips_wait and any(a.severity == "critical" for a in new)
     elif changed:
         batch.reason = CHANGED if firing else RESOLVED
@@ -528,6 +534,7 @@ class Dispatcher:
             inhibited=frozenset(a.id for a in visible if a.id in out.inhibited),
             flapping=frozenset(a.id for a in visible if a.group_key in out.flapping),
             created_at=view.now,
+            news=frozenset(a.id for a in visible if a.id in out.news),
         )
         new_state = replace(base, last_sent=view.now, members=members, version=note.version)
         log.info("alert group %s v%d: %s (%d alerts)", base.key, note.version, note.reason, len(visible))

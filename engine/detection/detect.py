@@ -17,7 +17,7 @@ from typing import Literal
 
 from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel, score_of
 from engine.signal import Signal
-from engine.text import duration, fmt
+from engine.text import duration, fmt, usual_range
 
 Transition = Literal["opened", "closed"] | None
 
@@ -279,11 +279,11 @@ def _anomaly(signal: Signal, verdict: Assessment, lasting: float = 0.0) -> Anoma
 
 def explain(series: str, value: float, verdict: Assessment, lasting: float = 0.0) -> str:
     """One line a person can read: value vs expected, band, how far off, why, for how long."""
-    half_band = (verdict.upper - verdict.lower) / 2
     direction = "above" if verdict.z > 0 else "below"
     why = "+".join(verdict.drivers) or "level"
+    band = usual_range(verdict.lower, verdict.upper, value, verdict.expected)
     text = (
-        f"{series} {fmt(value)} vs expected {fmt(verdict.expected)}±{fmt(half_band)}, "
+        f"{series} {fmt(value)}, expected {fmt(verdict.expected)} ({band}): "
         f"{abs(verdict.z):.1f}σ {direction} ({why})"
     )
     if lasting >= 60:

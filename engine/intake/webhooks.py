@@ -11,10 +11,20 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from engine.alerting.alerts import LINK_PREFIX, VALUE_PREFIX
 from engine.errors import FieldProblem, PayloadError
 from engine.intake.ingest import Unreadable
-from engine.signal import MAX_LABELS
+from engine.signal import MAX_LABEL_VALUE_CHARS, MAX_LABELS
 
+# Where an alert's links are (an alert field, else an annotation), and what people see them as.
+_LINK_FIELDS = (
+    ("generatorURL", "source"),
+    ("runbook_url", "runbook"),
+    ("dashboardURL", "dashboard"),
+    ("panelURL", "panel"),
+    ("silenceURL", "silence"),
+)
+_MAX_VALUES = 4
 # Alertmanager's "not set" time.
 _ZERO_TIME_PREFIX = "0001-01-01"
 CHANGE_TYPES = ("deploy", "rollback", "flag", "config", "scale", "migration", "other")
@@ -54,10 +64,12 @@ def _alert_record(alert: Any, payload: Mapping[str, Any], source: str) -> dict[s
     fingerprint = str(alert.get("fingerprint") or _fingerprint(labels))
     starts = _time_or_none(alert.get("startsAt"))
     ends = _time_or_none(alert.get("endsAt"))
-    kept = {k: v for k, v in sorted(labels.items())[: MAX_LABELS - 3]}
+    if not labels:
+        raise ValueError("an alert needs labels (at least alertname) to say what it is about")
+    extras = _links(alert, annotations) + _measured(alert)
+    kept = {k: v for k, v in sorted(labels.items())[: MAX_LABELS - 2 - len(extras)]}
     kept.update(status=status, fingerprint=fingerprint)
-    if payload.get("receiver"):
-        kept["receiver"] = str(payload["receiver"])[:200]
+    kept.update(extras)
     text = " — ".join(str(annotations[k]) for k in ("summary", "description") if annotations.get(k))
     ts = (ends if status == "resolved" else starts) or None
     return {
@@ -74,6 +86,30 @@ def _alert_record(alert: Any, payload: Mapping[str, Any], source: str) -> dict[s
         "text": text[:8000] or None,
         "severity": labels.get("severity") or "warning",
     }
+
+
+def _links(alert: Mapping[str, Any], annotations: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The alert's links, kept beside its labels: where it came from, what to do, where to look."""
+    found = [(name, alert.get(field) or annotations.get(field)) for field, name in _LINK_FIELDS]
+    return [
+        (f"{LINK_PREFIX}{name}", url)
+        for name, url in found
+        if isinstance(url, str)
+        and url.startswith(("http://", "https://"))
+        and len(url) <= MAX_LABEL_VALUE_CHARS
+    ]
+
+
+def _measured(alert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Grafana's `values` (the query results the rule judged), at most a few."""
+    values = alert.get("values")
+    if not isinstance(values, Mapping):
+        return []
+    return [
+        (f"{VALUE_PREFIX}{str(name)[:40]}", f"{value:g}")
+        for name, value in list(values.items())[:_MAX_VALUES]
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
 
 
 def _value(alert: Mapping[str, Any], status: str) -> float:

@@ -148,7 +148,7 @@ def test_anomaly_says_what_was_expected_and_why() -> None:
     assert anomaly.lower < anomaly.expected < anomaly.upper < anomaly.value
     assert 185 < anomaly.expected < 215
     assert anomaly.score > 0.99 and anomaly.detectors == ("level",)
-    assert "pay.latency 420 vs expected" in anomaly.explanation
+    assert "pay.latency 420, expected 19" in anomaly.explanation and "(usual " in anomaly.explanation
     assert "σ above (level)" in anomaly.explanation
 
 

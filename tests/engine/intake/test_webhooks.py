@@ -68,6 +68,27 @@ def test_grafana_values_become_the_signal_value() -> None:
     assert signals[0].source == "grafana"
     assert signals[0].value == pytest.approx(44.2394, abs=1e-3)
     assert signals[0].series == "High memory usage"
+    labels = signals[0].labels
+    assert labels["__value.B"] == "44.2394" and labels["__value.C"] == "1"
+    assert labels["__link.source"] == "https://play.grafana.org/alerting/1afz29v7z/edit"
+    assert "receiver" not in labels  # a field of the webhook, not a label of the alert
+
+
+def test_links_come_with_the_alert_and_only_real_urls() -> None:
+    payload = fixture_json("alertmanager/firing.json")
+    payload["alerts"][1]["annotations"]["runbook_url"] = "javascript:alert(1)"
+    signals, _ = validate_batch(from_alertmanager(payload))
+    assert signals[0].labels["__link.source"].startswith("http://prometheus.example:9090/graph?g0.expr=")
+    assert signals[0].labels["__link.runbook"] == "https://runbooks.example/payments-5xx"
+    assert not any(k.startswith("__link.") for k in signals[1].labels)  # empty generatorURL, bad scheme
+
+
+def test_an_alert_without_labels_is_refused_by_name() -> None:
+    payload = fixture_json("alertmanager/firing.json")
+    payload["alerts"][1]["labels"] = {}
+    records = from_alertmanager(payload)
+    assert isinstance(records[1], Unreadable)
+    assert records[1].problems[0].field == "alerts.1" and "needs labels" in records[1].problems[0].message
 
 
 @pytest.mark.parametrize(
