@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from engine.alerting.alerts import Alert
+from engine.alerting.alerts import UPSTREAM_SOURCES, Alert
 from engine.alerting.silences import Silence, make_silence
 from engine.text import duration, parse_duration
 
@@ -63,7 +63,6 @@ class ActionResult:
 Mutation = Callable[[Alert], Alert | None]
 
 # Alerts whose state another system owns: they resolve when it says so.
-UPSTREAM_SOURCES = frozenset({"alertmanager", "grafana"})
 
 
 class ActionStore(Protocol):

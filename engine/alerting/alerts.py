@@ -20,6 +20,8 @@ Change = Literal["opened", "updated", "escalated", "flapping", "resolved"]
 NEW: frozenset[Change] = frozenset({"opened", "flapping"})  # the changes an alert can start with
 
 
+# Sources that group and wait before they send (their alerts are resolved there, not here).
+UPSTREAM_SOURCES = frozenset({"alertmanager", "grafana"})
 # Labels an alert signal uses to say what it is (its state, its identity upstream), not what it
 # is about: never shown to people, never grouped on.
 META_LABELS = frozenset({"status", "fingerprint"})

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from engine.alerting.alerts import Alert
+from engine.alerting.alerts import UPSTREAM_SOURCES, Alert
 from engine.alerting.routing import (
     Destination,
     InhibitRule,
@@ -95,6 +95,7 @@ class GroupBatch:
     toggles: dict[str, tuple[int, float]] = field(default_factory=dict)
     reason: str | None = None
     news: set[str] = field(default_factory=set)  # ids of the alerts that are new to the group
+    triggers: list[Alert] = field(default_factory=list)  # the alerts whose news this version is
     urgent: bool = False  # people acted, or a critical alert arrived: skip the wait
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -262,6 +263,7 @@ def dedup(view: TickView, batch: GroupBatch) -> GroupBatch | None:
             return None
         batch.reason = FIRST
         batch.news = {a.id for a in loud}
+        batch.triggers = loud
         batch.urgent = any(a.severity == "critical" for a in loud) and batch.route.timing.critical_skips_wait
         return batch
     told = batch.told
@@ -271,9 +273,11 @@ def dedup(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     if new:
         batch.reason = NEW_ALERTS
         batch.news = {a.id for a in new}
+        batch.triggers = new
         batch.urgent = batch.route.timing.critical_skips_wait and any(a.severity == "critical" for a in new)
     elif changed:
         batch.reason = CHANGED if firing else RESOLVED
+        batch.triggers = [a for a in visible if a.group_key in changed]
         batch.urgent = any(_people_changed(told[k].fingerprint, now_prints[k]) for k in changed)
     elif _reminder_due(view.now, batch, loud):
         batch.reason = REPEAT
@@ -287,6 +291,12 @@ def wait(view: TickView, batch: GroupBatch) -> GroupBatch | None:
     timing = batch.route.timing
     if batch.urgent or batch.reason == REPEAT:
         return batch
+    if (
+        not timing.upstream_waits
+        and batch.triggers
+        and all(a.source in UPSTREAM_SOURCES for a in batch.triggers)
+    ):
+        return batch  # Alertmanager/Grafana already waited: do not make people wait twice
     if batch.state is None or batch.state.last_sent is None:
         first_seen = batch.state.first_seen if batch.state else _new_state(batch, view.now).first_seen
         return batch if view.now >= first_seen + timing.group_wait else None

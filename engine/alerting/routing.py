@@ -102,6 +102,9 @@ class Timing:
     group_interval: float
     repeat_interval: float
     critical_skips_wait: bool
+    # Alertmanager and Grafana already waited and grouped before they sent an alert: by default
+    # their alerts (and resolves) go out at once instead of waiting group_wait/group_interval again.
+    upstream_waits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,7 @@ class _RouteFile(_Strict):
     group_interval: str | None = None
     repeat_interval: str | None = None
     critical_skips_wait: bool | None = None
+    upstream_waits: bool | None = None
     keep_going: bool = Field(False, alias="continue")
     routes: list[_RouteFile] = Field(default_factory=list)
 
@@ -341,6 +345,7 @@ def _build(parsed: RoutingFile, path: Path) -> Routing:
             parse_duration(node.group_interval) if node.group_interval else inherited.group_interval,
             parse_duration(node.repeat_interval) if node.repeat_interval else inherited.repeat_interval,
             inherited.critical_skips_wait if node.critical_skips_wait is None else node.critical_skips_wait,
+            inherited.upstream_waits if node.upstream_waits is None else node.upstream_waits,
         )
         group_by = (
             tuple(node.group_by)

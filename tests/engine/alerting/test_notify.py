@@ -87,6 +87,31 @@ async def test_critical_skips_the_wait(world: World) -> None:
     assert await world.tick(T0) == [(FIRST, ["checkout.down"])]
 
 
+async def test_alertmanager_alerts_do_not_wait_twice_unless_the_route_says_so(tmp_path: Path) -> None:
+    record = await SqliteRecord.open(tmp_path / "sigops.db")
+    world = World(record)
+    upstream = alert(
+        "shop.ShopLatencyHigh", source="alertmanager", group_key="alertmanager:f1", severity="warning"
+    )
+    assert await world.tick(T0) == []
+    await world.put(upstream)
+    assert await world.tick(T0 + 1) == [(FIRST, ["shop.ShopLatencyHigh"])]  # no group_wait again
+    resolved = replace(upstream, status="resolved", resolved_at=T0 + 5, updated_at=T0 + 5, version=2)
+    await world.put(resolved, change="resolved")
+    assert await world.tick(T0 + 6) == [(RESOLVED, ["shop.ShopLatencyHigh"])]  # no group_interval
+    # SigOps' own anomaly in the same group still waits for company.
+    await world.put(alert("shop.latency", service="shop", started=T0 + 7))
+    assert await world.tick(T0 + 8) == []
+    await record.close()
+
+    waiting = await SqliteRecord.open(tmp_path / "waiting.db")
+    world = World(waiting, replace(TIMING, upstream_waits=True))
+    await world.put(replace(upstream, id="id-2"))
+    assert await world.tick(T0 + 1) == []
+    assert await world.tick(T0 + 11) == [(FIRST, ["shop.ShopLatencyHigh"])]
+    await waiting.close()
+
+
 async def test_new_alert_waits_for_group_interval_and_is_named(world: World) -> None:
     await world.put(alert("checkout.latency"))
     await world.tick(T0 + 10)
