@@ -12,7 +12,9 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine import metrics
 from engine.errors import PayloadError, QueueUnavailable
 from engine.intake.ingest import Ingest, IngestResult, decode_body
 from engine.intake.webhooks import from_alertmanager, from_changes
@@ -30,6 +32,8 @@ LoopProblems = Callable[[], Mapping[str, str]]
 LOOPS_KEY: web.AppKey[LoopProblems] = web.AppKey("loops")
 TOKEN_KEY = web.AppKey("token", str)
 MAX_BODY_KEY = web.AppKey("max_body", int)
+Refresh = Callable[[], Awaitable[None]]
+METRICS_KEY: web.AppKey[Refresh] = web.AppKey("metrics")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -39,6 +43,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
+    if status in (401, 413, 415, 503) or status >= 500:
+        metrics.HTTP_REFUSED.labels(str(status)).inc()
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return json_response({"error": message, **extra}, status=status, headers=headers)
 
@@ -133,6 +139,16 @@ def _single(records: list[Any]) -> Any:
     return records[0]
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    """GET /metrics: SigOps' own metrics in Prometheus' text format (no token, like /healthz)."""
+    refresh = request.app[METRICS_KEY]
+    try:
+        await asyncio.wait_for(refresh(), READY_TIMEOUT_S)
+    except Exception as exc:  # Redis or SQLite down: the counters still say what happened until now
+        log.warning("metrics: shared gauges not refreshed: %s", exc)
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: the process is up."""
     return json_response({"status": "ok"})
@@ -191,6 +207,7 @@ def build_app(
     token: str | None,
     max_body_bytes: int,
     loops: LoopProblems = dict,
+    refresh_metrics: Refresh | None = None,
 ) -> web.Application:
     """The aiohttp application; other front ends (Slack HTTP mode) add their routes to it."""
     logging.getLogger("aiohttp.server").addFilter(_BAD_BODY_LINES)  # a set: adding it twice is one filter
@@ -198,6 +215,7 @@ def build_app(
     app[INGEST_KEY] = ingest
     app[CHECKS_KEY] = checks
     app[LOOPS_KEY] = loops
+    app[METRICS_KEY] = refresh_metrics or _nothing
     app[TOKEN_KEY] = token or ""
     app[MAX_BODY_KEY] = max_body_bytes
     app.router.add_post("/v1/signals", post_signals)
@@ -206,4 +224,9 @@ def build_app(
     app.router.add_post("/v1/changes", post_changes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     return app
+
+
+async def _nothing() -> None:
+    return None

@@ -36,6 +36,7 @@ from bot.alert_message import DEFAULT_LABELS, LabelView, digest_reply, group_rep
 from bot.callbacks import CallbackSigner
 from bot.reply import Reply
 from bot.telegram_format import CAPTION_LIMIT, MESSAGE_LIMIT, escape, split
+from engine import metrics
 from engine.alerting.delivery import SentMessage
 from engine.alerting.notify import NEW_ALERTS, REPEAT, Notification
 from engine.alerting.throttle import MARGIN_S
@@ -256,6 +257,7 @@ class TelegramNotifier:
         except DeliveryFailed as exc:
             if first or exc.retry_after is None or exc.retry_after > MAX_INLINE_WAIT_S:
                 raise
+            metrics.RATE_LIMITED.labels("telegram").inc()  # waited out here: the deliverer never sees it
             self._next_free[chat_id] = time.monotonic() + exc.retry_after
             await self._pace(chat_id)
             return await _call(make())

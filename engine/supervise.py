@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine import metrics
+
 log = logging.getLogger(__name__)
 
 LoopState = Literal["running", "restarting", "stopped", "done"]
@@ -86,6 +88,7 @@ class Supervisor:
                 if self.clock() - started >= self.backoff.healthy_after_s:
                     delay = self.backoff.min_s
                 self._failed(health, exc)
+                metrics.LOOP_RESTARTS.labels(name).inc()
                 log.exception(
                     "background loop %s failed (%d so far); restarting in %.0fs", name, health.failures, delay
                 )
@@ -116,6 +119,7 @@ class Supervisor:
                 log.info("scheduled job %s was cut short by shutdown", name)  # its next run catches up
             except Exception as exc:
                 self._failed(health, exc)
+                metrics.LOOP_RESTARTS.labels(name).inc()
                 log.exception(
                     "scheduled job %s failed (%d so far); it runs again at its next time",
                     name,

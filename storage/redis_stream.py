@@ -270,6 +270,30 @@ class RedisSignalQueue:
             total += int(info["pending"] if isinstance(info, dict) else info[0])
         return total
 
+    async def shard_stats(self) -> list[tuple[int, int, int]]:
+        """(shard, pending, lag) of the workers' group on each shard: read but not acknowledged,
+        and not read yet (Redis 7's XINFO GROUPS `lag`; the stream's length when it is unknown)."""
+        stats = []
+        for shard in range(self.shards):
+            stream = self.keys.stream(shard)
+            try:
+                groups = await guarded(partial(self.redis.xinfo_groups, stream), "reading stream info")
+            except redis_errors.ResponseError:  # no stream yet
+                stats.append((shard, 0, 0))
+                continue
+            mine = next((g for g in groups if _text(g.get("name")) == self.keys.group), None)
+            if mine is None:
+                length = await guarded(partial(self.redis.xlen, stream), "reading a stream's length")
+                stats.append((shard, 0, int(length)))
+                continue
+            lag = mine.get("lag")
+            stats.append((shard, int(mine.get("pending") or 0), int(lag) if lag is not None else 0))
+        return stats
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 def _decode(entries: Sequence[Any], shard: int) -> list[QueuedSignal]:
     out = []

@@ -314,6 +314,10 @@ class SqliteRecord:
     async def close(self) -> None:
         await self.conn.close()
 
+    async def series_count(self) -> int:
+        rows = await self._rows("SELECT count(*) FROM series_catalogue", (), "counting series")
+        return int(rows[0][0])
+
     async def ping(self) -> bool:
         try:
             await self._rows("SELECT 1", (), "pinging")

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from engine import metrics
 from engine.alerting.notify import Leadership, Notification
 from engine.alerting.throttle import ChatThrottle
 from engine.errors import DeliveryFailed, RecordUnavailable
@@ -267,6 +268,7 @@ class Deliverer:
             message.message_id if message is not None and message.message_id != sent.message_id else None
         )
         await self.store.mark_sent(batch, sent, self.clock(), superseded, replaced)
+        metrics.DELIVERIES.labels(notifier.platform, "sent").inc(len(batch))
         return len(batch)
 
     async def _send(
@@ -303,6 +305,7 @@ class Deliverer:
     async def _failed(self, platform: str, chat: str, batch: Sequence[Delivery], exc: DeliveryFailed) -> int:
         now = self.clock()
         if exc.retry_after:
+            metrics.RATE_LIMITED.labels(platform).inc()
             self.throttles[platform].pause(chat, now + exc.retry_after)
         settled = 0
         for d in batch:
@@ -311,6 +314,7 @@ class Deliverer:
                 why = "permanent error" if not exc.retryable else f"gave up after {attempts} attempts"
                 log.error("outbox: %s to %s:%s failed (%s): %s", d.group_id, platform, chat, why, exc)
                 await self.store.mark_failed(d.id, str(exc))
+                metrics.DELIVERIES.labels(platform, "failed").inc()
                 settled += 1
                 continue
             backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempts - 1))
@@ -319,4 +323,6 @@ class Deliverer:
                 "outbox: %s to %s:%s failed (%s); retry in %.1fs", d.group_id, platform, chat, exc, delay
             )
             await self.store.mark_retry(d.id, now + delay, str(exc))
+            metrics.DELIVERIES.labels(platform, "retry").inc()
+            metrics.RETRY_WAIT_SECONDS.labels(platform).inc(delay)
         return settled

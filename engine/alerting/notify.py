@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from engine import metrics
 from engine.alerting.alerts import UPSTREAM_SOURCES, Alert
 from engine.alerting.routing import (
     Destination,
@@ -440,6 +441,10 @@ class Dispatcher:
 
     async def tick(self, now: float) -> list[GroupUpdate]:
         """One pass: route, group, run the stages, write what is to be sent; return the updates."""
+        with metrics.DISPATCH_TICK_SECONDS.time():
+            return await self._tick(now)
+
+    async def _tick(self, now: float) -> list[GroupUpdate]:
         groups = {g.key: g for g in await self.store.open_groups()}
         told_ids = [m.alert_id for g in groups.values() for m in g.members.values()]
         alerts = await self.store.live_alerts(told_ids)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
+from engine import metrics
 from engine.answers.answer import Answer, RetrievalAnswerer
 from engine.errors import ModelUnavailable
 from prompts import render
@@ -69,10 +70,18 @@ class ModelAnswerer:
         self.clock = clock
 
     async def answer(self, question: str, on_partial: Partial | None = None) -> NarratedAnswer:
+        started = time.perf_counter()
+        answer = await self._answer(question, on_partial)
+        metrics.QUESTION_SECONDS.labels(answer.mode).observe(time.perf_counter() - started)
+        return answer
+
+    async def _answer(self, question: str, on_partial: Partial | None) -> NarratedAnswer:
         found = await self.retrieval.answer(question)
         if self.model is None:
+            metrics.MODEL_FALLBACKS.labels("no_model").inc()
             return NarratedAnswer(_plain(found), found, "retrieval-only", "no language model is configured")
         if not found.evidence:
+            metrics.MODEL_FALLBACKS.labels("no_evidence").inc()
             return NarratedAnswer(_plain(found), found, "retrieval-only", "nothing in the record to narrate")
         context = self.context(found)
         prompt = render("answer", question=question, **context)
@@ -85,14 +94,14 @@ class ModelAnswerer:
                 if not pieces
                 else f"the model did not finish within {self.timeout_s:g}s"
             )
-            return self._fallback(found, f"{waited} (the generation was stopped)")
+            return self._fallback(found, f"{waited} (the generation was stopped)", "timeout")
         except ModelUnavailable as exc:
-            return self._fallback(found, exc.reason + (f" ({exc.hint})" if exc.hint else ""))
+            return self._fallback(found, exc.reason + (f" ({exc.hint})" if exc.hint else ""), "unavailable")
         text = "".join(pieces).strip()
         if not text:
-            return self._fallback(found, "the model gave an empty answer")
+            return self._fallback(found, "the model gave an empty answer", "empty")
         if _echoes(text, prompt, {e.id for e in found.evidence}):
-            return self._fallback(found, "the model repeated its instructions instead of answering")
+            return self._fallback(found, "the model repeated its instructions instead of answering", "echo")
         checked, unverified, unknown = check(
             text, "\n".join(context.values()), {e.id for e in found.evidence}, found.figures
         )
@@ -145,8 +154,9 @@ class ModelAnswerer:
             "evidence": evidence,
         }
 
-    def _fallback(self, found: Answer, why: str) -> NarratedAnswer:
+    def _fallback(self, found: Answer, why: str, reason: str) -> NarratedAnswer:
         log.warning("answering without the model: %s", why)
+        metrics.MODEL_FALLBACKS.labels(reason).inc()
         return NarratedAnswer(_plain(found), found, "retrieval-only", f"model unavailable: {why}")
 
     def _when(self, ts: float) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from engine import metrics
 from engine.errors import FieldProblem, PayloadError
 from engine.ports import SignalQueue
 from engine.signal import Rejected, Signal, validate_batch
@@ -116,4 +118,9 @@ class Ingest:
         """Publish already-valid signals (the demo generator's path)."""
         if signals:
             await self.queue.publish(signals, self.clock())
+            for kind, count in Counter(s.kind for s in signals).items():
+                metrics.INGEST_ACCEPTED.labels(kind).inc(count)
+        for bad in rejected:
+            for problem in bad.problems[:1]:
+                metrics.INGEST_REJECTED.labels(metrics.field_label(problem.field)).inc()
         return IngestResult([s.id for s in signals], list(rejected))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from engine import metrics
 from engine.alerting.alerts import AlertChange, AlertPolicy, decide, keys_involved
 from engine.alerting.risk import CHANGE_WINDOW_S, assess
 from engine.detection.detect import Anomaly, Detection, Observation
@@ -217,6 +218,7 @@ class Worker:
             await self._maybe_sweep()
             await self._maybe_save_states()
             return None
+        started = time.perf_counter()
         try:
             outcome = await self.processor.process(entries)
         except (QueueUnavailable, RecordUnavailable):
@@ -227,8 +229,11 @@ class Worker:
             )
             outcome = await self._process_singly(entries)
         await self.queue.ack(entries)
+        metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.WORKER_SIGNALS.inc(outcome.read)
         self.processed += outcome.read
         for change in outcome.alert_changes:
+            metrics.ALERT_CHANGES.labels(change.change).inc()
             if change.newsworthy:
                 await self._announce(change)
         await self._maybe_sweep()

@@ -17,7 +17,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "answers": {"detection", "alerting"},
     "brief": {"detection", "alerting", "answers"},
 }
-SHARED = {"signal", "ports", "errors", "text", "failpoints", "supervise", "chart", "demo"}
+SHARED = {"signal", "ports", "errors", "text", "failpoints", "supervise", "chart", "demo", "metrics"}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
