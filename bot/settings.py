@@ -132,6 +132,11 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(default=14, ge=1)
 
+    # Dead-man's switch: the always-firing alert (Alertmanager's Watchdog) whose silence for
+    # longer than the timeout is itself a critical alert. Empty name: no switch.
+    watchdog_alertname: str = "Watchdog"
+    watchdog_timeout_s: float = Field(default=600, ge=60)
+
     @field_validator(
         "telegram_chat_ids", "slack_channels", "alert_labels_hidden", "alert_labels_first", mode="before"
     )

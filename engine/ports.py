@@ -82,6 +82,10 @@ class RecordTransaction(Protocol):
         """Alerts not yet resolved on these services."""
         ...
 
+    async def beat(self, name: str, ts: float) -> None:
+        """Note that the heartbeat alert `name` arrived (keeps the latest time)."""
+        ...
+
     async def write_alerts(self, changes: Sequence[AlertChange]) -> frozenset[str]:
         """Apply alert changes; return the ids of those that took effect.
 

@@ -237,6 +237,13 @@ MIGRATIONS: list[str] = [
             max(kind), min(ts), max(ts), count(*)
         FROM signals GROUP BY series;
     """,
+    # 9: heartbeats (Alertmanager's Watchdog) for the dead-man's switch
+    """
+    CREATE TABLE heartbeats (
+        name TEXT PRIMARY KEY,
+        last_ts REAL NOT NULL
+    );
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"
@@ -313,6 +320,12 @@ class SqliteRecord:
 
     async def close(self) -> None:
         await self.conn.close()
+
+    async def last_beat(self, name: str) -> float | None:
+        rows = await self._rows(
+            "SELECT last_ts FROM heartbeats WHERE name = ?", (name,), "reading a heartbeat"
+        )
+        return float(rows[0][0]) if rows else None
 
     async def series_count(self) -> int:
         rows = await self._rows("SELECT count(*) FROM series_catalogue", (), "counting series")
@@ -603,6 +616,16 @@ class SqliteTransaction:
                 ),
                 "recording anomalies",
             )
+
+    async def beat(self, name: str, ts: float) -> None:
+        await guarded(
+            lambda: self.conn.execute(
+                "INSERT INTO heartbeats (name, last_ts) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)",
+                (name, ts),
+            ),
+            "noting a heartbeat",
+        )
 
     async def write_alerts(self, changes: Sequence[AlertChange]) -> frozenset[str]:
         applied = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,9 @@ from engine.alerting.routing import (
     load_routing,
 )
 from engine.alerting.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
+from engine.alerting.watchdog import DeadMansSwitch, check
 from engine.chart import ChartMark, render_chart, warm_up_charts
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RecordUnavailable
 from storage.notify_store import SqliteNotifyStore
 from storage.redis_lease import RedisLeader
 from storage.sqlite import SqliteRecord
@@ -84,6 +86,24 @@ def start_notifications(rt: Runtime, stop: asyncio.Event) -> None:
     supervise("dispatcher", lambda: rt.dispatcher.run(stop, rt.settings.dispatch_interval_s, leader), stop)
     supervise("deliverer", lambda: rt.deliverer.run(stop, leader), stop)
     supervise("chart-warm-up", lambda: asyncio.to_thread(warm_up_charts), stop, once=True)
+    if rt.settings.watchdog_alertname:
+        switch = DeadMansSwitch(rt.settings.watchdog_alertname, rt.settings.watchdog_timeout_s)
+        supervise("watchdog", lambda: watch_heartbeat(rt, switch, stop, leader), stop)
+
+
+async def watch_heartbeat(
+    rt: Runtime, switch: DeadMansSwitch, stop: asyncio.Event, leader: Leadership
+) -> None:
+    """Check the heartbeat a few times per timeout, on the node that dispatches."""
+    every = min(60.0, switch.timeout_s / 4)
+    while not stop.is_set():
+        try:
+            if await leader.check() and await check(switch, rt.record, time.time()) is not None:
+                rt.dispatcher.wake()
+        except RecordUnavailable as exc:
+            log.warning("watchdog check skipped: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 class ChartMaker:

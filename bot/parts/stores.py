@@ -70,4 +70,10 @@ async def open_stores(settings: Settings, sqlite_path: Path | None = None) -> St
 def build_processor(settings: Settings, stores: Stores) -> SignalProcessor:
     """Detect → decide → record, shared by this process's workers."""
     states = RedisDetectorStateStore(stores.redis, stores.keys)
-    return SignalProcessor(stores.record, states, build_detection(settings), AlertPolicy())
+    return SignalProcessor(
+        stores.record, states, build_detection(settings), AlertPolicy(heartbeats=heartbeats_of(settings))
+    )
+
+
+def heartbeats_of(settings: Settings) -> frozenset[str]:
+    return frozenset({settings.watchdog_alertname}) if settings.watchdog_alertname else frozenset()

@@ -103,9 +103,13 @@ class AlertChange:
 
 @dataclass(frozen=True, slots=True)
 class AlertPolicy:
-    """How severe anomaly alerts are (when they open and close is `Hysteresis`'s call)."""
+    """How severe anomaly alerts are (when they open and close is `Hysteresis`'s call), and which
+    incoming alerts are heartbeats."""
 
     error_score: float = 0.95  # score from which an anomaly alert is an error, not a warning
+    # Alertnames of always-firing heartbeat alerts (Alertmanager's Watchdog): recorded as
+    # heartbeats for the dead-man's switch, never announced as alerts.
+    heartbeats: frozenset[str] = frozenset()
 
 
 def anomaly_key(series: str) -> str:

@@ -86,12 +86,18 @@ class SignalProcessor:
                 if entry.signal.id in fresh_ids:
                     fresh.append(entry)
                     fresh_ids.discard(entry.signal.id)  # a repeat inside the batch counts once
-            metrics = [e for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
-            await self._restore_states({e.signal.series for e in metrics})
+            points = [e for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
+            await self._restore_states({e.signal.series for e in points})
             observations: list[Observation] = [
-                self.detection.observe(e.signal, e.received_at) for e in metrics
+                self.detection.observe(e.signal, e.received_at) for e in points
             ]
-            alert_signals = [e.signal for e in fresh if e.signal.kind == "alert"]
+            await self._note_heartbeats(tx, entries)
+            beats = self.policy.heartbeats
+            alert_signals = [
+                e.signal
+                for e in fresh
+                if e.signal.kind == "alert" and e.signal.labels.get("alertname") not in beats
+            ]
             keys = keys_involved(observations, alert_signals)
             open_alerts = await tx.open_alerts(keys) if keys else {}
             changes = decide(observations, alert_signals, open_alerts, self.policy)
@@ -102,6 +108,21 @@ class SignalProcessor:
         return BatchOutcome(
             len(entries), len(fresh), len(anomalies), [c for c in changes if c.alert.id in applied]
         )
+
+    async def _note_heartbeats(self, tx: RecordTransaction, entries: Sequence[QueuedSignal]) -> None:
+        """Heartbeat alerts (the Watchdog) are noted when they arrive, never alerted on.
+
+        Alertmanager resends the same firing Watchdog (same start, so the same signal id, which
+        the record keeps once): each arrival counts, at the time SigOps received it."""
+        latest: dict[str, float] = {}
+        for entry in entries:
+            signal = entry.signal
+            name = signal.labels.get("alertname", "")
+            if signal.kind == "alert" and name in self.policy.heartbeats:
+                if signal.labels.get("status", "firing") == "firing":
+                    latest[name] = max(latest.get(name, 0.0), entry.received_at)
+        for name, ts in latest.items():
+            await tx.beat(name, ts)
 
     async def sweep(self, now: float) -> list[AlertChange]:
         """Find series that stopped reporting; record their anomalies and alerts."""
