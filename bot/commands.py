@@ -23,7 +23,7 @@ from engine.alerting.alerts import Alert
 from engine.alerting.delivery import DeliveryProblem
 from engine.alerting.risk import ChangeRef
 from engine.alerting.routing import alert_labels
-from engine.alerting.silences import Silence
+from engine.alerting.silences import Silence, UpstreamFailed
 from engine.answers.answer import Answer, RetrievalAnswerer
 from engine.answers.narrate import ModelAnswerer, Partial
 from engine.brief.content import Brief, brief_lines, build_brief, narrate
@@ -381,15 +381,36 @@ async def _series(core: CommandCore, text: str) -> str:
 async def _silences(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:
     _no_args(args)
     now = core.clock()
-    active = await core.need_actions().store.active_silences(now)
-    if not active:
-        return Reply(title="No active silences.")
+    actions = core.need_actions()
+    active = await actions.store.active_silences(now)
     lines = [
         f"[{s.id}] {s.matcher_text} until {_clock(s.ends_at, core.tz)} ({duration(s.ends_at - now)} left), "
         f"by {s.author}" + (f": {s.comment}" if s.comment else "")
         for s in active
     ]
-    return Reply(title=f"{len(active)} active silence(s)", blocks=("\n".join(lines),))
+    blocks = ["\n".join(lines)] if lines else []
+    theirs = 0
+    if actions.upstream is not None:
+        ours = {i for s in active for i in s.upstream_ids}
+        try:
+            upstream = [u for u in await actions.upstream.active() if u.id not in ours]
+        except UpstreamFailed as exc:
+            blocks.append(f"Alertmanager's own silences could not be read: {exc}")
+        else:
+            theirs = len(upstream)
+            if upstream:
+                blocks.append(
+                    "In Alertmanager:\n"
+                    + "\n".join(
+                        f"[{u.id[:8]}] {u.matcher_text} until {_clock(u.ends_at, core.tz)}, by {u.author}"
+                        + (f": {u.comment}" if u.comment else "")
+                        for u in upstream
+                    )
+                )
+    if not lines and not theirs:
+        return Reply(title="No active silences.", blocks=tuple(blocks))
+    title = f"{len(active)} active silence(s)" + (f", {theirs} more in Alertmanager" if theirs else "")
+    return Reply(title=title, blocks=tuple(blocks))
 
 
 async def _help(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:

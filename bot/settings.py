@@ -132,6 +132,10 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(default=14, ge=1)
 
+    # Alertmanager's URL (http://alertmanager:9093): silencing one of its alerts from chat also
+    # silences it there (API v2), and `silences` lists its own.
+    alertmanager_url: str | None = None
+
     # Dead-man's switch: the always-firing alert (Alertmanager's Watchdog) whose silence for
     # longer than the timeout is itself a critical alert. Empty name: no switch.
     watchdog_alertname: str = "Watchdog"

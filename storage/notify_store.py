@@ -54,7 +54,8 @@ class SqliteNotifyStore:
 
     async def active_silences(self, now: float) -> list[Silence]:
         rows = await self.record._rows(
-            "SELECT id, matchers, starts_at, ends_at, author, comment, created_at FROM silences "
+            "SELECT id, matchers, starts_at, ends_at, author, comment, created_at, upstream_ids "
+            "FROM silences "
             "WHERE ends_at > ? AND expired_at IS NULL ORDER BY ends_at",
             (now,),
             "reading silences",
@@ -231,8 +232,8 @@ class SqliteNotifyStore:
         async with self.record.transaction():
             await guarded(
                 lambda: self.record.conn.execute(
-                    "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at, "
+                    "upstream_ids) VALUES (?,?,?,?,?,?,?,?)",
                     (
                         silence.id,
                         orjson.dumps([str(m) for m in silence.matchers]).decode(),
@@ -241,6 +242,7 @@ class SqliteNotifyStore:
                         silence.author,
                         silence.comment,
                         silence.created_at,
+                        orjson.dumps(list(silence.upstream_ids)).decode(),
                     ),
                 ),
                 "saving a silence",
@@ -431,7 +433,7 @@ def _group_from_row(row: Sequence[Any]) -> GroupState:
 
 def _silence_from_row(row: Sequence[Any]) -> Silence:
     matchers = tuple(parse_matcher(m) for m in orjson.loads(row[1]))
-    return Silence(row[0], matchers, row[2], row[3], row[4], row[5], row[6])
+    return Silence(row[0], matchers, row[2], row[3], row[4], row[5], row[6], tuple(orjson.loads(row[7])))
 
 
 def _delivery_from_row(row: Sequence[Any]) -> Delivery:

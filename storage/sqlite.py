@@ -244,6 +244,10 @@ MIGRATIONS: list[str] = [
         last_ts REAL NOT NULL
     );
     """,
+    # 10: the Alertmanager silences made with a SigOps silence (ended with it)
+    """
+    ALTER TABLE silences ADD COLUMN upstream_ids TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 _SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 3 WHEN 'error' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END"

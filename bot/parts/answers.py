@@ -14,6 +14,7 @@ from engine.answers.embed import Embedder, HashingEmbedder
 from engine.answers.narrate import ModelAnswerer
 from engine.answers.retrieval import Indexer, Retriever
 from engine.supervise import Supervisor
+from storage.alertmanager_api import AlertmanagerSilences
 from storage.documents import SqliteDocumentStore
 from storage.notify_store import SqliteNotifyStore
 from storage.ollama_model import OllamaEmbedder, OllamaModel
@@ -72,7 +73,7 @@ def standalone_core(
         record,
         RetrievalAnswerer(record),
         delivery=store,
-        actions=AlertActions(store, time.time),
+        actions=AlertActions(store, time.time, upstream=upstream_silences(settings)),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
         narrator=build_narrator(settings, record, embedder),
@@ -91,9 +92,18 @@ def build_core(
         record,
         RetrievalAnswerer(record),
         delivery=notifications.store,
-        actions=AlertActions(notifications.store, time.time, wake=notifications.dispatcher.wake),
+        actions=AlertActions(
+            notifications.store,
+            time.time,
+            wake=notifications.dispatcher.wake,
+            upstream=upstream_silences(settings),
+        ),
         chart_dir=settings.data_dir / "charts",
         tz=settings.tz,
         narrator=build_narrator(settings, record, embedder),
         supervisor=supervisor,
     )
+
+
+def upstream_silences(settings: Settings) -> AlertmanagerSilences | None:
+    return AlertmanagerSilences(settings.alertmanager_url) if settings.alertmanager_url else None

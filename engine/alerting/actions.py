@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from engine.alerting.alerts import UPSTREAM_SOURCES, Alert
-from engine.alerting.silences import Silence, make_silence
+from engine.alerting.alerts import UPSTREAM_SOURCES, Alert, own_labels
+from engine.alerting.silences import Silence, UpstreamFailed, UpstreamSilencer, make_silence
 from engine.text import duration, parse_duration
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,16 @@ class ActionStore(Protocol):
 
 class AlertActions:
     def __init__(
-        self, store: ActionStore, clock: Callable[[], float], wake: Callable[[], None] | None = None
+        self,
+        store: ActionStore,
+        clock: Callable[[], float],
+        wake: Callable[[], None] | None = None,
+        upstream: UpstreamSilencer | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.wake = wake or (lambda: None)
+        self.upstream = upstream  # Alertmanager, when SIGOPS_ALERTMANAGER_URL is set
 
     async def ack(self, actor: Actor, ref: str) -> ActionResult:
         now = self.clock()
@@ -166,6 +171,7 @@ class AlertActions:
     async def silence(self, actor: Actor, matchers: Sequence[str], length: str, comment: str) -> ActionResult:
         """Silence by label matchers, or (one word, an alert or group id) by that alert's series."""
         now = self.clock()
+        alerts: list[Alert] = []
         if len(matchers) == 1 and not any(op in matchers[0] for op in ("=", "~")):
             alerts = await self.store.find_alerts(matchers[0])
             if not alerts:
@@ -174,6 +180,7 @@ class AlertActions:
             pattern = "|".join(re.escape(s) for s in series)
             matchers = [f'series=~"{pattern}"'] if len(series) > 1 else [f'series="{series[0]}"']
         silence = make_silence(matchers, length, actor.label, comment, now)
+        silence, upstream_note = await self._silence_upstream(silence, alerts, actor)
         await self.store.add_silence(silence)
         await self.store.audit(
             actor,
@@ -187,7 +194,33 @@ class AlertActions:
         self.wake()
         return ActionResult(
             f"Silenced {silence.matcher_text} for {duration(silence.ends_at - now)} (silence {silence.id})."
+            + upstream_note
         )
+
+    async def _silence_upstream(
+        self, silence: Silence, alerts: Sequence[Alert], actor: Actor
+    ) -> tuple[Silence, str]:
+        """The same silence in Alertmanager for the alerts that came from it (else it would go on
+        notifying its other receivers); a failure there leaves SigOps' silence standing."""
+        theirs = [a for a in alerts if a.source == "alertmanager" and a.status != "resolved"]
+        if self.upstream is None or not theirs:
+            return silence, ""
+        comment = silence.comment or f"silenced from SigOps by {actor.user_name}"
+        ids = []
+        try:
+            for alert in theirs:
+                ids.append(
+                    await self.upstream.create(
+                        own_labels(alert.labels), silence.starts_at, silence.ends_at, actor.label, comment
+                    )
+                )
+        except UpstreamFailed as exc:
+            log.warning("Alertmanager did not take the silence %s: %s", silence.id, exc)
+            note = f" Alertmanager did not take it ({exc}): its other receivers still get these alerts."
+            return replace(silence, upstream_ids=tuple(ids)), note
+        return replace(
+            silence, upstream_ids=tuple(ids)
+        ), f" Also silenced in Alertmanager ({', '.join(ids)})."
 
     async def unsilence(self, actor: Actor, silence_id: str) -> ActionResult:
         now = self.clock()
@@ -196,7 +229,16 @@ class AlertActions:
             return ActionResult(f"No active silence {silence_id!r} (see `silences`).", ok=False)
         await self.store.audit(actor, "unsilence", silence_id, ended.matcher_text, "ended", now)
         self.wake()
-        return ActionResult(f"Silence {silence_id} ({ended.matcher_text}) ended.")
+        note = ""
+        if ended.upstream_ids and self.upstream is not None:
+            try:
+                for upstream_id in ended.upstream_ids:
+                    await self.upstream.expire(upstream_id)
+                note = " Ended in Alertmanager too."
+            except UpstreamFailed as exc:
+                log.warning("Alertmanager did not end silence %s: %s", ",".join(ended.upstream_ids), exc)
+                note = f" Alertmanager did not end its copy ({exc}); it ends at its own time."
+        return ActionResult(f"Silence {silence_id} ({ended.matcher_text}) ended.{note}")
 
     async def _change(
         self, ref: str, mutate: Mutation, actor: Actor, action: str, done: str, now: float

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from engine.alerting.routing import Matcher, matches_all, parse_matcher
 from engine.text import parse_duration
@@ -19,6 +20,7 @@ class Silence:
     author: str
     comment: str
     created_at: float
+    upstream_ids: tuple[str, ...] = ()  # the same silence in Alertmanager (one per alert silenced)
 
     def active(self, now: float) -> bool:
         return self.starts_at <= now < self.ends_at
@@ -45,3 +47,32 @@ def make_silence(
         raise ValueError("a silence can last at most 90 days")
     digest = hashlib.blake2b(f"{parsed}{now}{author}".encode(), digest_size=3).hexdigest()
     return Silence(digest, parsed, now, now + seconds, author, comment.strip(), now)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSilence:
+    """A silence as Alertmanager keeps it."""
+
+    id: str
+    matcher_text: str
+    ends_at: float
+    author: str
+    comment: str
+
+
+class UpstreamSilencer(Protocol):
+    """Alertmanager's silences (API v2): SigOps' silences of its alerts are made there too."""
+
+    async def create(
+        self, labels: Mapping[str, str], starts_at: float, ends_at: float, author: str, comment: str
+    ) -> str:
+        """A silence matching exactly these labels; its id (UpstreamFailed when it was not made)."""
+        ...
+
+    async def expire(self, silence_id: str) -> None: ...
+
+    async def active(self) -> list[UpstreamSilence]: ...
+
+
+class UpstreamFailed(Exception):
+    """Alertmanager did not answer, or refused: the message says which and why."""

@@ -75,7 +75,8 @@ class DeadMansSwitch:
             updated_at=now,
             score=1.0,
             explanation=(
-                f"No {self.name} alert has arrived for {silent} (SigOps allows {duration(self.timeout_s)} between them). "
+                f"No {self.name} alert has arrived for {silent} "
+                f"(SigOps allows {duration(self.timeout_s)} between them). "
                 "It fires all the time on purpose: Prometheus, Alertmanager, or the way from them to "
                 "SigOps is down, so other alerts may not be reaching anyone either."
             ),
