@@ -8,6 +8,7 @@ Commands that change alerts need the `responder` role (or `admin`).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import shlex
 import time
@@ -138,6 +139,10 @@ class CommandCore:
         words = text.strip().lstrip("/").split(maxsplit=1)
         return COMMANDS.get(words[0].lower().split("@", 1)[0]) if words else None
 
+    def is_question(self, text: str) -> bool:
+        """Whether a line is a question (not a command, nor one word that is a command mistyped)."""
+        return self.command_of(text) is None and _mistyped(text) is None
+
     async def handle(self, ctx: CommandContext, text: str) -> Reply:
         """Run one line of input: `/status`, `status`, or a plain question."""
         line = text.strip()
@@ -149,6 +154,9 @@ class CommandCore:
         if command is None:
             if line.startswith("/"):
                 return error_reply(f"Unknown command /{name}.", "/help")
+            meant = _mistyped(line)
+            if meant is not None:
+                return error_reply(f"Unknown command {name!r}: did you mean {meant}?", COMMANDS[meant].usage)
             return await _ask(self, ctx, [line])  # free text is never split like a shell line
         words = [name, rest.strip()] if command.name == "ask" else _words(line.lstrip("/"))
         if _RANK.get(ctx.role, 0) < _RANK[command.role]:
@@ -411,6 +419,15 @@ async def _silences(core: CommandCore, ctx: CommandContext, args: list[str]) -> 
         return Reply(title="No active silences.", blocks=tuple(blocks))
     title = f"{len(active)} active silence(s)" + (f", {theirs} more in Alertmanager" if theirs else "")
     return Reply(title=title, blocks=tuple(blocks))
+
+
+def _mistyped(line: str) -> str | None:
+    """The command one word is a typo of (`stauts` → status); None for anything else."""
+    words = line.split()
+    if len(words) != 1 or words[0].lower() in COMMANDS:
+        return None
+    close = difflib.get_close_matches(words[0].lower(), list(COMMANDS), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 async def _help(core: CommandCore, ctx: CommandContext, args: list[str]) -> Reply:

@@ -32,6 +32,7 @@ from bot.slack_format import blocks, fallback_text
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+SHARE = "share"  # `/sigops share status`: the answer goes to the channel
 THINKING = "🤔 Thinking…"
 _MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
 
@@ -130,14 +131,20 @@ class SlackFrontEnd:
     ) -> None:
         """`/sigops <command>`: ack at once; answers and charts follow through the response URL."""
         text = command.get("text", "").strip() or "help"
+        shared = text.lower().startswith(SHARE + " ")
+        if shared:
+            text = text[len(SHARE) :].strip()
         known = self.core.command_of(text)
-        asking = known is None or known.name == "ask"
+        asking = self.core.is_question(text) or (known is not None and known.name == "ask")
         if asking:
             await ack(response_type="in_channel", text=THINKING)
         else:
             await ack()
         reply = await self.core.handle(context["sigops"], text)
-        await self._respond(respond, reply, context)
+        # A question's answer and a chart (a file in the channel) are for the channel; `status`,
+        # help and typos only for the one who typed them, unless shared (`/sigops share status`).
+        public = asking or shared or reply.image is not None
+        await self._respond(respond, reply, context, public=public)
 
     async def _on_mention(
         self, event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
@@ -184,14 +191,16 @@ class SlackFrontEnd:
             except SlackApiError:
                 pass
 
-    async def _respond(self, respond: AsyncRespond, reply: Reply, context: AsyncBoltContext) -> None:
+    async def _respond(
+        self, respond: AsyncRespond, reply: Reply, context: AsyncBoltContext, *, public: bool
+    ) -> None:
         await respond(
             text=fallback_text(reply),
             blocks=blocks(reply, self.signer),
-            response_type="in_channel",
-            replace_original=True,
+            response_type="in_channel" if public else "ephemeral",
+            replace_original=public,
         )
-        if context.client is not None and context.channel_id:
+        if public and context.client is not None and context.channel_id:
             await self._upload(context.client, context.channel_id, reply, None)
 
     async def _upload(self, client: AsyncWebClient, channel: str, reply: Reply, thread: str | None) -> None:

@@ -167,6 +167,15 @@ async def test_status_is_acked_at_once_and_answered_in_blocks(rig: Rig) -> None:
     assert response.status == 200
     [answer] = await rig.responses(1)
     assert "1 alert(s) open" in text_of(answer) and "[c0ffee02]" in text_of(answer)
+    assert answer["response_type"] == "ephemeral"  # only the one who asked sees it
+
+
+async def test_a_typo_stays_private_and_share_posts_to_the_channel(rig: Rig) -> None:
+    await rig.command("stauts")
+    await rig.command("share status")
+    typo, shared = await rig.responses(2)
+    assert typo["response_type"] == "ephemeral"
+    assert shared["response_type"] == "in_channel" and "1 alert(s) open" in text_of(shared)
 
 
 async def test_ack_needs_the_role_and_is_audited(rig: Rig) -> None:
