@@ -532,9 +532,10 @@ def alert_line(alert: Alert, now: float, silenced_until: float | None = None) ->
         state = "acknowledged"
     owner = f", acked by {alert.acked_by}" if alert.acked_by else ""
     muted = f", silenced for {duration(silenced_until - now)}" if silenced_until else ""
+    score = f"score {alert.score:.2f}, " if alert.detected else ""
     return (
-        f"{_STATE_ICON[state]} [{alert.id}] {alert.severity.upper()} {alert.title} — "
-        f"score {alert.score:.2f}, open {duration(now - alert.started_at)}{owner}{muted}"
+        f"{_STATE_ICON[state]} [{alert.id}] {alert.severity.upper()} {alert.name} — "
+        f"{score}open {duration(now - alert.started_at)}{owner}{muted}"
     )
 
 

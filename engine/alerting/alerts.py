@@ -33,6 +33,10 @@ LINK_PREFIX = "__link."
 VALUE_PREFIX = "__value."
 
 
+# Labels that most often say which machine or workload an alert is about, shown first.
+_NAMING_ORDER = {name: i for i, name in enumerate(("instance", "host", "pod", "node", "namespace", "job"))}
+
+
 def own_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The labels that say what an alert is about (no meta labels, no annotations)."""
     return {k: v for k, v in labels.items() if k not in META_LABELS and not k.startswith(ANNOTATION_PREFIX)}
@@ -80,6 +84,21 @@ class Alert:
     snoozed_until: float | None = None  # no reminders before this
     resolved_by: str | None = None  # set when a person resolved it, not the signals
     note: str = ""  # resolution note
+
+    @property
+    def name(self) -> str:
+        """The title, and for an alert from elsewhere the labels that say which one it is:
+        "NodeDown instance=db2:9100, job=node" (two NodeDowns are told apart in lists)."""
+        if self.detected:
+            return self.title
+        telling = [
+            (k, v)
+            for k, v in own_labels(self.labels).items()
+            if k not in ("alertname", "severity", "service")
+        ]
+        telling.sort(key=lambda kv: (_NAMING_ORDER.get(kv[0], len(_NAMING_ORDER)), kv[0]))
+        shown = ", ".join(f"{k}={v}" for k, v in telling[:3])
+        return f"{self.title} {shown}" if shown else self.title
 
     @property
     def detected(self) -> bool:

@@ -215,7 +215,7 @@ class RetrievalAnswerer:
             summary += [_resolution_line(a) for a in alerts if a.status == "resolved" and a.resolved_by][:5]
         firing = [a for a in alerts if a.status != "resolved"]
         if firing and _ASKS_FIRING.search(q.text):  # every one of them, not the top few
-            listed = "; ".join(f"{a.title} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
+            listed = "; ".join(f"{a.name} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
             summary.append(f"Still firing ({len(firing)}): {listed}.")
             shown = {e.id for e in evidence}
             evidence += [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
@@ -354,7 +354,8 @@ def _alert_evidence(alert: Alert) -> Evidence:
     lasted = f", lasted {duration(alert.resolved_at - alert.started_at)}" if alert.resolved_at else ""
     note = f", resolved by {alert.resolved_by}: {alert.note}" if alert.resolved_by and alert.note else ""
     acked = f", acknowledged by {alert.acked_by}" if alert.acked_by else ""
-    line = f"{alert.status} {alert.severity}: {alert.title} (score {alert.score:.2f}{lasted}{acked}{note})"
+    score = f"score {alert.score:.2f}" if alert.detected else f"from {alert.source}"
+    line = f"{alert.status} {alert.severity}: {alert.name} ({score}{lasted}{acked}{note})"
     if alert.explanation:  # what the alert itself says (an Alertmanager summary, the anomaly's line)
         line += f": {' '.join(alert.explanation.split())[:200]}"
     return Evidence(alert.id, "alert", alert.started_at, line)
@@ -374,4 +375,4 @@ def _add_text_evidence(evidence: list[Evidence], hits: Sequence[Hit], cap: int =
 def _resolution_line(alert: Alert) -> str:
     lasted = duration((alert.resolved_at or alert.updated_at) - alert.started_at)
     note = f": '{alert.note}'" if alert.note else " (no note)"
-    return f"{alert.title} was resolved by {alert.resolved_by} after {lasted}{note} [{alert.id}]."
+    return f"{alert.name} was resolved by {alert.resolved_by} after {lasted}{note} [{alert.id}]."

@@ -135,9 +135,9 @@ def brief_lines(brief: Brief, tz: tzinfo) -> list[tuple[str, list[str]]]:
 
     sections = [
         ("Still open", [_open_line(a, at) for a in brief.still_open]),
-        ("Fired", [f"[{a.id}] {a.title} at {at(a.started_at)}" for a in brief.fired[:15]]),
+        ("Fired", [f"[{a.id}] {a.name} at {at(a.started_at)}" for a in brief.fired[:15]]),
         ("Resolved", [_resolved_line(a) for a in brief.resolved[:15]]),
-        ("Flapping", [f"[{a.id}] {a.title}" for a in brief.flapping]),
+        ("Flapping", [f"[{a.id}] {a.name}" for a in brief.flapping]),
         ("Silences", [_silence_line(s, at, ends_today(s, brief.until, tz)) for s in brief.silences]),
         ("Top anomalies", [_top_line(t, at) for t in brief.top]),
         ("Changes", [_change_line(c, n, at) for c, n in brief.changes]),
@@ -148,12 +148,12 @@ def brief_lines(brief: Brief, tz: tzinfo) -> list[tuple[str, list[str]]]:
 
 def _open_line(a: Alert, at: Callable[[float], str]) -> str:
     acked = f", acknowledged by {a.acked_by}" if a.acked_by else ""
-    return f"[{a.id}] {a.severity} {a.title} since {at(a.started_at)}{acked}"
+    return f"[{a.id}] {a.severity} {a.name} since {at(a.started_at)}{acked}"
 
 
 def _resolved_line(a: Alert) -> str:
     how = f" by {a.resolved_by}" + (f": {a.note}" if a.note else "") if a.resolved_by else ""
-    return f"[{a.id}] {a.title} after {duration((a.resolved_at or a.updated_at) - a.started_at)}{how}"
+    return f"[{a.id}] {a.name} after {duration((a.resolved_at or a.updated_at) - a.started_at)}{how}"
 
 
 def _silence_line(s: Silence, at: Callable[[float], str], today: bool) -> str:

@@ -136,3 +136,12 @@ def test_backticks_become_code_in_telegram_and_links_render_in_slack() -> None:
     assert "run <code>systemctl status node</code> &lt;now&gt;" in text_of(units(reply))
     rendered = str(blocks(reply))
     assert "<https://runbooks.example/node-down|Runbook>" in rendered
+
+
+def test_lists_name_an_alertmanager_alert_by_its_labels_without_a_score() -> None:
+    from bot.commands import alert_line
+
+    alert = node_down("db2", "a2")
+    assert alert.name == "NodeDown instance=db2:9100, job=node"
+    line = alert_line(alert, T0 + 120)
+    assert "NodeDown instance=db2:9100, job=node — open 2 min" in line and "score" not in line
