@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +29,7 @@ from engine.alerting.silences import Silence, UpstreamFailed
 from engine.answers.answer import Answer, RetrievalAnswerer
 from engine.answers.narrate import ModelAnswerer, Partial
 from engine.brief.content import Brief, brief_lines, build_brief, narrate
-from engine.chart import render_chart, render_small_multiples
+from engine.chart import render_chart, render_small_multiples, unit_of
 from engine.detection.detect import Anomaly
 from engine.errors import RecordUnavailable
 from engine.supervise import Supervisor
@@ -358,7 +359,9 @@ async def _chart(core: CommandCore, ctx: CommandContext, args: list[str]) -> Rep
     if len(points) < 2:
         return error_reply(f"{series} has no points in the last {duration(span)}.")
     anomalies = await core.record.series_anomalies(series, now - span)
-    png = await asyncio.to_thread(render_chart, series, points, anomalies, (), core.tz)
+    png = await asyncio.to_thread(
+        partial(render_chart, series, points, anomalies, (), core.tz, unit=unit_of(series))
+    )
     directory = core.chart_dir or Path("charts")
     path = directory / f"{series.replace('/', '_')}-{int(now)}.png"
     await asyncio.to_thread(save_image, path, png)

@@ -52,26 +52,54 @@ def usual_band(
     return band
 
 
+def unit_of(series: str) -> str:
+    """The unit a series' name says it is in ("checkout.latency_p99_ms" → "ms"), else ""."""
+    name = series.lower()
+    for suffixes, unit in _UNITS:
+        if name.endswith(suffixes):
+            return unit
+    return ""
+
+
+_UNITS = (  # only what a name says outright: a bare "latency" may be seconds or milliseconds
+    (("_ms", "_millis", "_milliseconds"), "ms"),
+    (("_seconds", "_secs"), "s"),
+    (("_pct", "_percent"), "%"),
+    (("_bytes",), "bytes"),
+)
+
+
 def render_chart(
     title: str,
     points: Sequence[tuple[float, float]],
     anomalies: Sequence[Anomaly],
     marks: Sequence[ChartMark] = (),
     tz: tzinfo = UTC,
+    *,
+    threshold: float | None = None,
+    unit: str = "",
+    band: bool = True,
+    episode_start: float | None = None,
 ) -> bytes:
-    """A PNG of the series with its usual range, anomalous points and marks; ValueError with no points."""
+    """A PNG of the series with its usual range, anomalous points and marks; ValueError with no points.
+
+    Made to be read on a phone: few round time ticks in the named time zone, the unit on the
+    axis, the episode shaded, labels kept inside the picture, and a usual range that never dips
+    below 0 for a series that does not."""
     if len(points) < 2:
         raise ValueError(f"not enough points to chart {title!r}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a chart is drawn
-    from matplotlib.dates import DateFormatter, date2num
+    from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
     from matplotlib.figure import Figure
 
     by_ts = {a.ts: a for a in anomalies}
-    band = usual_band(points, set(by_ts))
+    ranges = usual_band(points, set(by_ts))
     for i, (ts, _) in enumerate(points):
         if ts in by_ts:
             a = by_ts[ts]
-            band[i] = (a.expected, a.lower, a.upper)
+            ranges[i] = (a.expected, a.lower, a.upper)
+    if min(v for _, v in points) >= 0:
+        ranges = [(e, max(lo, 0.0), hi) for e, lo, hi in ranges]
 
     def x(ts: float) -> float:
         return float(date2num(datetime.fromtimestamp(ts, tz)))
@@ -82,11 +110,23 @@ def render_chart(
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.fill_between(
-        times, [b[1] for b in band], [b[2] for b in band], color="#9ecae1", alpha=0.45, label="usual range"
-    )
-    ax.plot(times, [b[0] for b in band], color="#3182bd", linewidth=1, linestyle=":", label="expected")
+    if episode_start is not None and points[0][0] <= episode_start <= points[-1][0]:
+        ax.axvspan(x(episode_start), times[-1], color="#fdd0a2", alpha=0.35, label="alert")
+    if band:
+        ax.fill_between(
+            times,
+            [b[1] for b in ranges],
+            [b[2] for b in ranges],
+            color="#9ecae1",
+            alpha=0.45,
+            label="usual range",
+        )
+        ax.plot(times, [b[0] for b in ranges], color="#3182bd", linewidth=1, linestyle=":", label="expected")
     ax.plot(times, values, color="#222222", linewidth=2, label="value")
+    if threshold is not None:
+        ax.axhline(
+            threshold, color="#d62728", linestyle="--", linewidth=1.5, label=f"threshold {threshold:g}"
+        )
     flagged = [(x(a.ts), a.value) for a in anomalies if points[0][0] <= a.ts <= points[-1][0]]
     if flagged:
         ax.scatter(
@@ -97,20 +137,34 @@ def render_chart(
             zorder=5,
             label="anomalous",
         )
+    middle = (points[0][0] + points[-1][0]) / 2
     for mark in marks:
         if points[0][0] <= mark.ts <= points[-1][0]:
             ax.axvline(x(mark.ts), color="#ff7f0e", linestyle="--", linewidth=1.5)
-            ax.annotate(mark.label[:30], (x(mark.ts), 1.0), xycoords=("data", "axes fraction"),
-                        fontsize=11, color="#ff7f0e", ha="left", va="top", rotation=0)  # fmt: skip
-    ax.set_title(title[:70], fontsize=16)
+            side = "left" if mark.ts < middle else "right"  # the label stays inside the picture
+            ax.annotate(f" {mark.label[:28]} ", (x(mark.ts), 0.98), xycoords=("data", "axes fraction"),
+                        fontsize=11, color="#ff7f0e", ha=side, va="top")  # fmt: skip
+    ax.set_title(title[:60], fontsize=16)
     ax.tick_params(labelsize=12)
-    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=tz))
+    locator = AutoDateLocator(tz=tz, minticks=3, maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    short = points[-1][0] - points[0][0] < 600
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if short else "%H:%M", tz=tz))
+    ax.set_xlabel(f"time ({_zone_name(tz, points[-1][0])})", fontsize=11)
+    if unit:
+        ax.set_ylabel(unit, fontsize=12)
+    if 0 <= min(values) <= 0.5 * max(values):
+        ax.set_ylim(bottom=0)  # a count or a rate: its floor is 0, not wherever the data began
     ax.grid(alpha=0.3)
     ax.legend(fontsize=11, loc="upper left", framealpha=0.8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _zone_name(tz: tzinfo, ts: float) -> str:
+    return str(getattr(tz, "key", None) or datetime.fromtimestamp(ts, tz).tzname() or "UTC")
 
 
 def warm_up_charts() -> None:

@@ -9,6 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import tzinfo
+from functools import partial
+
+import aiohttp
 
 from bot.alert_message import LabelView
 from bot.callbacks import CallbackSigner, load_or_create_secret
@@ -17,6 +20,7 @@ from bot.runtime import DispatchSink, Runtime, _host_tag
 from bot.settings import Settings
 from bot.slack_notify import SlackNotifier, make_client
 from bot.telegram_notify import TelegramNotifier, make_bot
+from engine.alerting.alerts import Alert, alert_links
 from engine.alerting.delivery import ChatNotifier, Deliverer, DeliveryConfig
 from engine.alerting.notify import Dispatcher, Leadership, Notification
 from engine.alerting.routing import (
@@ -29,8 +33,9 @@ from engine.alerting.routing import (
 )
 from engine.alerting.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle, Limits
 from engine.alerting.watchdog import DeadMansSwitch, check
-from engine.chart import ChartMark, render_chart, warm_up_charts
+from engine.chart import ChartMark, render_chart, unit_of, warm_up_charts
 from engine.errors import ConfigError, RecordUnavailable
+from engine.intake.pull import alert_graph
 from storage.notify_store import SqliteNotifyStore
 from storage.redis_lease import RedisLeader
 from storage.sqlite import SqliteRecord
@@ -107,26 +112,52 @@ async def watch_heartbeat(
 
 
 class ChartMaker:
-    """Charts for new alert groups: the lead alert's series over the two hours before it, and since."""
+    """Charts for new alert groups, of the lead alert: its own series for SigOps' anomalies; for
+    an Alertmanager alert, its rule's expression from Prometheus (with SIGOPS_PROMETHEUS_URL).
 
-    def __init__(self, record: SqliteRecord, tz: tzinfo) -> None:
+    The window is the episode with context to compare: a few times its length before it, at
+    least 45 minutes (not the last pixels of a fixed 2 hours)."""
+
+    def __init__(
+        self,
+        record: SqliteRecord,
+        tz: tzinfo,
+        prometheus_url: str | None = None,
+        context_min_s: float = 45 * 60,
+    ) -> None:
         self.record = record
         self.tz = tz
+        self.prometheus_url = prometheus_url
+        self.context_min_s = context_min_s
 
     async def __call__(self, note: Notification) -> bytes | None:
         top = note.top
-        if top.value is None:
-            return None  # an alert from elsewhere, with no series of ours to draw
-        since = top.started_at - 2 * 3600
+        now = time.time()
+        since = top.started_at - max(self.context_min_s, 3 * (now - top.started_at))
+        if not top.detected:
+            return await self._rule_chart(top, since, now)
         points = await self.record.series_points(top.series, since)
         if len(points) < 5:
             return None
         anomalies = await self.record.series_anomalies(top.series, since)
-        marks = [
-            ChartMark(c.ts, f"{c.change_type}: {c.text}")
-            for c in await self.record.changes_since(top.service, since)
-        ]
-        return await asyncio.to_thread(render_chart, top.title, points, anomalies, marks, self.tz)
+        marks = [ChartMark(c.ts, c.phrase) for c in await self.record.changes_since(top.service, since)]
+        return await asyncio.to_thread(
+            partial(render_chart, top.title, points, anomalies, marks, self.tz, unit=unit_of(top.series),
+                    episode_start=top.started_at)
+        )  # fmt: skip
+
+    async def _rule_chart(self, top: Alert, since: float, now: float) -> bytes | None:
+        source = dict(alert_links(top.labels)).get("source")
+        if self.prometheus_url is None or source is None:
+            return None  # the README says once that Alertmanager alerts get charts with Prometheus set
+        async with aiohttp.ClientSession() as session:
+            graph = await alert_graph(session, self.prometheus_url, source, top.labels, since, now)
+        if graph is None:
+            return None
+        return await asyncio.to_thread(
+            partial(render_chart, f"{top.title}: {graph.expr}", graph.points, (), (), self.tz,
+                    threshold=graph.threshold, band=False, episode_start=top.started_at)
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +203,7 @@ def build_notifications(settings: Settings, record: SqliteRecord, outputs: Alert
         outputs.notifiers,
         throttles,
         time.time,
-        charts=ChartMaker(record, settings.tz),
+        charts=ChartMaker(record, settings.tz, settings.prometheus_url),
         config=DeliveryConfig(timeout_s=settings.chat_timeout_s * 3),
     )
     dispatcher = Dispatcher(store, outputs.routing, time.time, on_outbox=deliverer.wake)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
@@ -200,3 +202,85 @@ def _point(
 ) -> Signal:
     record = {"ts": ts, "source": "probe", "series": series, "value": value, "labels": labels}
     return validate_signal({**record, "text": text, "severity": severity})
+
+
+# ---- the graph behind an Alertmanager alert ---------------------------------------------
+
+_COMPARISON = re.compile(
+    r"^(?P<left>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?:bool\s+)?(?P<value>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$",
+    re.S,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertGraph:
+    """What Prometheus' graph of an alert's rule shows: the expression's value and its threshold."""
+
+    expr: str  # what is drawn: the rule's expression without its comparison
+    threshold: float | None  # `> 0.05` in the rule: the line the value crossed
+    points: list[tuple[float, float]]
+    series_labels: dict[str, str]
+
+
+def rule_expression(generator_url: str) -> tuple[str, float | None] | None:
+    """The PromQL of an alert's rule from its `generatorURL` (`…/graph?g0.expr=…`), split into the
+    value to draw and the threshold it is compared with (None: none at the top level)."""
+    query = parse_qs(urlsplit(generator_url).query)
+    exprs = query.get("g0.expr")
+    if not exprs or not exprs[0].strip():
+        return None
+    expr = exprs[0].strip()
+    match = _COMPARISON.match(expr)
+    if match is None or _depth_at_end(match.group("left")) != 0:
+        return expr, None
+    return match.group("left").strip(), float(match.group("value"))
+
+
+def _depth_at_end(text: str) -> int:
+    """Open brackets left at the end of `text` (the comparison must be outside every one)."""
+    depth = 0
+    for char in text:
+        depth += char in "([{"
+        depth -= char in ")]}"
+    return depth
+
+
+async def alert_graph(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    generator_url: str,
+    labels: Mapping[str, str],
+    since: float,
+    until: float,
+    timeout_s: float = 10.0,
+) -> AlertGraph | None:
+    """The rule's value over [since, until] from Prometheus, the series whose labels match the
+    alert's best (None: no expression, no data, or Prometheus did not answer)."""
+    parsed = rule_expression(generator_url)
+    if parsed is None:
+        return None
+    expr, threshold = parsed
+    step = max(1.0, math.ceil((until - since) / 300))  # about 300 points across the window
+    params = {"query": expr, "start": f"{since:.3f}", "end": f"{until:.3f}", "step": f"{step:g}"}
+    url = base_url.rstrip("/") + "/api/v1/query_range"
+    try:
+        async with session.get(
+            url, params=params, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("no Prometheus graph for %s: %s", expr[:80], exc)
+        return None
+    result = (body.get("data") or {}).get("result") or [] if isinstance(body, dict) else []
+    if not result:
+        return None
+
+    def overlap(item: Any) -> int:
+        metric = item.get("metric") or {}
+        return sum(1 for k, v in metric.items() if labels.get(k) == v)
+
+    best = max(result, key=overlap)
+    points = [(float(t), float(v)) for t, v in best.get("values") or [] if math.isfinite(float(v))]
+    if len(points) < 2:
+        return None
+    return AlertGraph(expr, threshold, points, dict(best.get("metric") or {}))

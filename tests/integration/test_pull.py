@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC
 from pathlib import Path
 
 import aiohttp
@@ -217,3 +218,39 @@ async def test_probes_record_up_status_and_latency(web_target: str) -> None:
     assert by_series["auth.health.up"].value == 0.0 and "unreachable" in (
         by_series["auth.health.up"].text or ""
     )
+
+
+async def test_an_alertmanager_alert_gets_the_chart_of_its_rule_with_the_threshold(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    from urllib.parse import quote
+
+    from bot.parts.notifications import ChartMaker
+    from engine.alerting.alerts import Alert
+    from engine.alerting.notify import Notification
+    from engine.intake.pull import alert_graph
+    from storage.sqlite import SqliteRecord
+
+    async with aiohttp.ClientSession() as session:
+        await wait_for_data(session, prometheus.url, "sum(rate(checkout_requests_total[5s]))")
+        expr = "sum(rate(checkout_requests_total[5s])) > 1.5"
+        source = f"http://prometheus.example:9090/graph?g0.expr={quote(expr)}&g0.tab=1"
+        now = time.time()
+        graph = await alert_graph(session, prometheus.url, source, {"instance": "a"}, now - 60, now)
+    assert graph is not None
+    assert graph.threshold == 1.5 and graph.expr == "sum(rate(checkout_requests_total[5s]))"
+    assert len(graph.points) >= 2 and all(v > 0 for _, v in graph.points)
+
+    record = await SqliteRecord.open(tmp_path / "sigops.db")
+    alert = Alert(
+        "a1", "alertmanager:f1", "firing", "warning", "CheckoutTraffic", "CheckoutTraffic", "checkout",
+        "alertmanager", now - 20, now - 20, labels={"alertname": "CheckoutTraffic", "__link.source": source},
+    )  # fmt: skip
+    note = Notification(
+        "g", 1, "first notification", "default", {}, (alert,), {}, frozenset(), frozenset(), now
+    )
+    png = await ChartMaker(record, UTC, prometheus.url, context_min_s=20)(note)
+    assert png is not None and png.startswith(b"\x89PNG")
+    (tmp_path / "rule-chart.png").write_bytes(png)
+    assert await ChartMaker(record, UTC, None)(note) is None  # no Prometheus: no chart, no error
+    await record.close()
