@@ -89,8 +89,16 @@ def group_reply(note: Notification, tz: tzinfo = UTC, labels: LabelView = DEFAUL
         blocks.append(_others(others, note, common, labels))
     # Once every firing alert is acknowledged, the first button takes the ack back.
     acked = all(a.acked_by for a in note.firing)
-    buttons = () if state == "resolved" else _buttons(note.group_id, acked)
-    footer = f"[{top.id}] {top.source} · {note.reason} · group {note.group_id} v{note.version}"
+    # One id to type, the one the buttons use: the alert's own when it is alone in its message
+    # (as /status lists it), the group's when the buttons act on several alerts at once.
+    target = top.id if count == 1 else note.group_id
+    buttons = () if state == "resolved" else _buttons(target, acked)
+    scope_id = (
+        f"id {top.id}"
+        if count == 1
+        else f"id {note.group_id} (all {count}; each alert's own id is in status)"
+    )
+    footer = f"{scope_id} · from {top.source} · {note.reason}"
     return Reply(
         title=title,
         blocks=tuple(blocks),

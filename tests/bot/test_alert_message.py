@@ -145,3 +145,10 @@ def test_lists_name_an_alertmanager_alert_by_its_labels_without_a_score() -> Non
     assert alert.name == "NodeDown instance=db2:9100, job=node"
     line = alert_line(alert, T0 + 120)
     assert "NodeDown instance=db2:9100, job=node — open 2 min" in line and "score" not in line
+
+
+def test_one_id_to_type_the_one_the_buttons_use() -> None:
+    alone = group_reply(note(node_down("db1", "a1")))
+    assert alone.footer.startswith("id ida1 · from alertmanager") and alone.buttons[0].action == "ack ida1"
+    several = group_reply(note(node_down("db1", "a1"), node_down("db2", "a2")))
+    assert several.footer.startswith("id g1 (all 2;") and several.buttons[0].action == "ack g1"

@@ -293,3 +293,24 @@ async def test_routing_file_briefs_are_checked_and_become_schedules(tmp_path: Pa
         str(schedule.tz),
         schedule.weekdays_only,
     ) == ("telegram:100", 8, 30, "Europe/Berlin", True)
+
+
+async def test_the_final_resolved_message_names_every_alert_of_the_group(world: World) -> None:
+    """Three Alertmanager alerts, the third joining later, resolving in two webhooks: the last
+    message is 'resolved' with all three (a report had it show two)."""
+    a, b, c = (
+        alert(f"shop.Node{i}", "shop", "warning", source="alertmanager", group_key=f"alertmanager:f{i}")
+        for i in range(3)
+    )
+    await world.put(a, b)
+    assert await world.tick(T0 + 1) == [(FIRST, ["shop.Node0", "shop.Node1"])]
+    await world.put(c)
+    assert await world.tick(T0 + 2) == [(NEW_ALERTS, ["shop.Node0", "shop.Node1", "shop.Node2"])]
+    gone = {
+        x.series: replace(x, status="resolved", resolved_at=T0 + 10, updated_at=T0 + 10, version=2)
+        for x in (a, b, c)
+    }
+    await world.put(gone["shop.Node0"], change="resolved")
+    assert await world.tick(T0 + 11) == [(CHANGED, ["shop.Node0", "shop.Node1", "shop.Node2"])]
+    await world.put(gone["shop.Node1"], gone["shop.Node2"], change="resolved")
+    assert await world.tick(T0 + 21) == [(RESOLVED, ["shop.Node0", "shop.Node1", "shop.Node2"])]
