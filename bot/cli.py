@@ -191,7 +191,7 @@ async def _finish(rt: Runtime) -> None:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.redis_url:
+    if settings.redis_configured:
         settings = settings.model_copy(update={"redis_prefix": "sigops-demo"})
     path = settings.data_dir / "demo.db"
     for stale in (path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")):

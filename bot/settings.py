@@ -56,7 +56,17 @@ class Settings(BaseSettings):
 
     # Storage
     redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process stand-in")
-    redis_prefix: str = Field(default="sigops", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Braces make every key share one hash slot (`{sigops}`), as a Redis Cluster needs.
+    redis_prefix: str = Field(default="sigops", pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$")
+    # Redis managed by Sentinel: the sentinels (host:port, comma-separated) and the master's
+    # name, instead of SIGOPS_REDIS_URL; a failover needs no change here.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    redis_db: int = Field(default=0, ge=0, le=15)
+    redis_password: SecretStr | None = None
+    # Acknowledge signals only once this many replicas have them (WAIT): nothing acknowledged
+    # is lost when the master dies. 0: as soon as the master has them.
+    redis_min_replicas: int = Field(default=0, ge=0, le=5)
     data_dir: Path = Path("./data")
     stream_maxlen: int = Field(default=100_000, ge=100)  # stream entries of ≤100 signals each
 
@@ -142,7 +152,12 @@ class Settings(BaseSettings):
     watchdog_timeout_s: float = Field(default=600, ge=60)
 
     @field_validator(
-        "telegram_chat_ids", "slack_channels", "alert_labels_hidden", "alert_labels_first", mode="before"
+        "telegram_chat_ids",
+        "slack_channels",
+        "alert_labels_hidden",
+        "alert_labels_first",
+        "redis_sentinels",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, raw: Any) -> Any:
@@ -174,6 +189,19 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
         return name
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{value!r} is not host:port (e.g. sentinel-1:26379)")
+        return values
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url or self.redis_sentinels)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, url: str | None) -> str | None:
@@ -192,7 +220,7 @@ class Settings(BaseSettings):
     def missing(self) -> list[str]:
         """What the embedded default runs without, each with how to add it."""
         notes = []
-        if not self.redis_url:
+        if not self.redis_url and not self.redis_sentinels:
             notes.append(
                 "no Redis: using an in-process stand-in (data lost at exit); "
                 "set SIGOPS_REDIS_URL=redis://host:6379/0"

@@ -11,6 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.typing import EncodableT, FieldT
 
@@ -44,6 +45,33 @@ def connect(url: str, *, timeout_s: float = 5.0) -> aioredis.Redis:
     )
 
 
+def connect_sentinel(
+    sentinels: Sequence[tuple[str, int]],
+    master: str,
+    *,
+    db: int = 0,
+    password: str | None = None,
+    timeout_s: float = 5.0,
+) -> aioredis.Redis:
+    """A client of the master that Sentinel names now: after a failover it finds the new one
+    by itself (redis-py's SentinelConnectionPool), with the same timeouts and retry as `connect`."""
+    sentinel = Sentinel(
+        list(sentinels),
+        socket_timeout=min(timeout_s, 2.0),
+        socket_connect_timeout=min(timeout_s, 2.0),
+        sentinel_kwargs={"socket_timeout": min(timeout_s, 2.0), "password": password},
+    )
+    return sentinel.master_for(
+        master,
+        db=db,
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=min(timeout_s, 2.0),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[redis_errors.ConnectionError],
+    )
+
+
 async def guarded(call: Callable[[], Awaitable[T]], what: str) -> T:
     """Run a Redis call, mapping "Redis is unreachable" to QueueUnavailable."""
     try:
@@ -71,7 +99,15 @@ class RedisSignalQueue:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, *, maxlen: int, shards: int = 1, chunk: int = CHUNK
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        maxlen: int,
+        shards: int = 1,
+        chunk: int = CHUNK,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         if shards < 1:
             raise ValueError("a queue needs at least one shard")
@@ -80,6 +116,10 @@ class RedisSignalQueue:
         self.maxlen = maxlen
         self.shards = shards
         self.chunk = chunk
+        # Signals are acknowledged to the sender only once this many replicas have them: a master
+        # that dies right after answering (a Sentinel failover) then loses nothing acknowledged.
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self._ready: set[int] = set()
         self._reclaim_cursors: dict[int, str] = {}
 
@@ -135,6 +175,15 @@ class RedisSignalQueue:
                 return await pipe.execute()
 
         ids = await guarded(send, "publishing signals")
+        if self.min_replicas:
+            copies = await guarded(
+                partial(self.redis.wait, self.min_replicas, self.replica_timeout_ms), "waiting for replicas"
+            )
+            if copies < self.min_replicas:
+                raise QueueUnavailable(
+                    f"only {copies} of {self.min_replicas} Redis replicas confirmed the signals within "
+                    f"{self.replica_timeout_ms} ms; not acknowledged, resend (a resend is recorded once)"
+                )
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def read(

@@ -16,7 +16,7 @@ from engine.errors import QueueUnavailable
 from engine.intake.worker import SignalProcessor
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
-from storage.redis_stream import RedisSignalQueue, connect
+from storage.redis_stream import RedisSignalQueue, connect, connect_sentinel
 from storage.sqlite import SqliteRecord
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,15 @@ def build_detection(settings: Settings) -> Detection:
 
 def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
     """The configured Redis, or an in-process stand-in when none is configured."""
+    if settings.redis_sentinels:
+        sentinels = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in settings.redis_sentinels)]
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        return (
+            connect_sentinel(
+                sentinels, settings.redis_sentinel_master, db=settings.redis_db, password=password
+            ),
+            False,
+        )
     if settings.redis_url:
         return connect(settings.redis_url), False
     import fakeredis  # only the embedded default needs it
@@ -58,7 +67,13 @@ async def open_stores(settings: Settings, sqlite_path: Path | None = None) -> St
     """Connect Redis and open the record; Redis may still be down (ingest answers 503 meanwhile)."""
     redis, embedded = make_redis(settings)
     keys = Keys(settings.redis_prefix)
-    queue = RedisSignalQueue(redis, keys, maxlen=settings.stream_maxlen, shards=settings.shards)
+    queue = RedisSignalQueue(
+        redis,
+        keys,
+        maxlen=settings.stream_maxlen,
+        shards=settings.shards,
+        min_replicas=settings.redis_min_replicas,
+    )
     record = await SqliteRecord.open(sqlite_path or settings.sqlite_path)
     try:
         await queue.ensure_group()
