@@ -1,9 +1,10 @@
-"""The `DocumentStore` port on the SQLite record: what questions are answered from.
+"""The `DocumentStore` port on the record (either backend): what questions are answered from.
 
 Documents are made from the record incrementally, each source read after its own
 cursor: alerts (re-made when they change: acked, resolved with a note), anomalies,
-changes, and the text of event, log and alert signals. A document's rowid is its id
-in the vector index.
+changes, and the text of event, log and alert signals. A document's id is its id in
+the vector index. Sources are followed by their `rowid` (SQLite's own; a BIGSERIAL column
+of that name on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -15,41 +16,40 @@ import numpy as np
 import orjson
 
 from engine.answers.retrieval import Doc
-from storage.sqlite import SqliteRecord, guarded
+from storage.database import Database
+from storage.record import Record
 
 BATCH = 2000
 
 
-class SqliteDocumentStore:
-    def __init__(self, record: SqliteRecord) -> None:
+class DocumentStore:
+    def __init__(self, record: Record) -> None:
         self.record = record
 
     async def new_documents(self) -> list[Doc]:
         """Make documents from what was recorded since the last call; return them with their ids."""
         made: list[Doc] = []
-        async with self.record.transaction():
+        async with self.record.transaction() as tx:
             for source, query, to_doc in _SOURCES:
-                position = await self._cursor(source)
-                rows = await self.record._rows(query, (position, BATCH), f"reading {source} for the index")
+                position = await self._cursor(source, tx.db)
+                # Row ids are integers (a PostgreSQL bigint takes no float); alerts go by time.
+                after = position if source == "alerts" else int(position)
+                rows = await tx.db.rows(query, (after, BATCH), f"reading {source} for the index")
                 if not rows:
                     continue
                 docs = [to_doc(r) for r in rows]
                 for doc in docs:
-                    cursor = await guarded(
-                        lambda doc=doc: self.record.conn.execute(  # type: ignore[misc]
-                            "INSERT INTO documents (ref, kind, ts, service, series, text) "
-                            "VALUES (?,?,?,?,?,?) ON CONFLICT (ref) "
-                            "DO UPDATE SET ts=excluded.ts, text=excluded.text RETURNING id",
-                            (doc.ref, doc.kind, doc.ts, doc.service, doc.series, doc.text),
-                        ),
+                    [row] = await tx.db.rows(
+                        "INSERT INTO documents (ref, kind, ts, service, series, text) "
+                        "VALUES (?,?,?,?,?,?) ON CONFLICT (ref) "
+                        "DO UPDATE SET ts=excluded.ts, text=excluded.text RETURNING id",
+                        (doc.ref, doc.kind, doc.ts, doc.service, doc.series, doc.text),
                         "writing documents",
-                    )
-                    row = await cursor.fetchone()
-                    assert row is not None  # RETURNING always gives the row
+                    )  # RETURNING always gives the row
                     made.append(
                         Doc(int(row[0]), doc.ref, doc.kind, doc.ts, doc.service, doc.series, doc.text)
                     )
-                await self._set_cursor(source, float(rows[-1][-1]))
+                await self._set_cursor(source, float(rows[-1][-1]), tx.db)
         return made
 
     async def all_documents(self, after_id: int, limit: int) -> list[Doc]:
@@ -68,8 +68,9 @@ class SqliteDocumentStore:
             where = f"service IN ({','.join('?' * len(services))}) AND {where}"
             params = [*services, *params]
         # One row of comma-joined ids: a hundred thousand ids cost one fetch, not a hundred thousand rows.
+        ids = self.record.db.joined_ids("id")
         rows = await self.record._rows(
-            f"SELECT group_concat(id) FROM (SELECT id FROM documents WHERE {where} ORDER BY ts DESC LIMIT ?)",
+            f"SELECT {ids} FROM (SELECT id FROM documents WHERE {where} ORDER BY ts DESC LIMIT ?) AS newest",
             (*params, limit),
             "filtering documents",
         )
@@ -79,21 +80,16 @@ class SqliteDocumentStore:
     async def documents(self, ids: Sequence[int]) -> list[Doc]:
         rows = await self.record._select_in(
             "SELECT id, ref, kind, ts, service, series, text FROM documents WHERE id IN ({marks})",
-            [str(i) for i in ids],
+            [int(i) for i in ids],
             "reading documents",
         )
         return [Doc(*r) for r in rows]
 
     async def prune(self, before: float) -> list[int]:
         """Forget documents older than `before`; return their ids (to drop from the index)."""
-        async with self.record.transaction():
-            rows = await self.record._rows(
-                "SELECT id FROM documents WHERE ts < ?", (before,), "pruning documents"
-            )
-            await guarded(
-                lambda: self.record.conn.execute("DELETE FROM documents WHERE ts < ?", (before,)),
-                "pruning documents",
-            )
+        async with self.record.transaction() as tx:
+            rows = await tx.db.rows("SELECT id FROM documents WHERE ts < ?", (before,), "pruning documents")
+            await tx.db.execute("DELETE FROM documents WHERE ts < ?", (before,), "pruning documents")
         return [int(r[0]) for r in rows]
 
     async def count(self) -> int:
@@ -111,19 +107,15 @@ class SqliteDocumentStore:
             sorted({*known_series, *(r[0] for r in series if r[0])}),
         )
 
-    async def _cursor(self, source: str) -> float:
-        rows = await self.record._rows(
-            "SELECT position FROM index_cursors WHERE source = ?", (source,), "cursor"
-        )
+    async def _cursor(self, source: str, db: Database) -> float:
+        rows = await db.rows("SELECT position FROM index_cursors WHERE source = ?", (source,), "cursor")
         return float(rows[0][0]) if rows else -1.0
 
-    async def _set_cursor(self, source: str, position: float) -> None:
-        await guarded(
-            lambda: self.record.conn.execute(
-                "INSERT INTO index_cursors (source, position) VALUES (?, ?) "
-                "ON CONFLICT (source) DO UPDATE SET position = excluded.position",
-                (source, position),
-            ),
+    async def _set_cursor(self, source: str, position: float, db: Database) -> None:
+        await db.execute(
+            "INSERT INTO index_cursors (source, position) VALUES (?, ?) "
+            "ON CONFLICT (source) DO UPDATE SET position = excluded.position",
+            (source, position),
             "saving an index cursor",
         )
 
@@ -195,3 +187,6 @@ _SOURCES = [
         _signal_doc,
     ),
 ]
+
+
+SqliteDocumentStore = DocumentStore  # the name it had when SQLite was the only backend

@@ -1,7 +1,7 @@
-"""The notification pipeline's durable state in the SQLite record: groups, log, outbox, silences.
+"""The notification pipeline's durable state in the record: groups, log, outbox, silences.
 
-Shares the record's connection and write lock, so a dispatcher tick's group states,
-notification log and outbox rows commit together, and never inside a worker's batch.
+Runs on the record's database (SQLite or PostgreSQL), in its transactions, so a
+dispatcher tick's group states, notification log and outbox rows commit together.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from engine.alerting.delivery import IN_DOUBT, Delivery, DeliveryProblem, SentMe
 from engine.alerting.notify import GroupState, GroupUpdate, Member, Notification
 from engine.alerting.routing import parse_matcher
 from engine.alerting.silences import Silence
-from storage.sqlite import _ALERT_COLUMNS, SqliteRecord, _alert_from_row, guarded
+from storage.database import Database
+from storage.record import _ALERT_COLUMNS, Record, _alert_from_row
 
 _DELIVERY_COLUMNS = "id, group_id, platform, chat, version, reason, payload, attempts, error, created_at"
 
 
-class SqliteNotifyStore:
-    """The `NotifyStore` and `OutboxStore` ports, and silences, on the SQLite record."""
+class NotifyStore:
+    """The `NotifyStore` and `OutboxStore` ports, and silences, on the record."""
 
-    def __init__(self, record: SqliteRecord) -> None:
+    def __init__(self, record: Record) -> None:
         self.record = record
 
     # ---- the dispatcher's side ----
@@ -63,27 +64,24 @@ class SqliteNotifyStore:
         return [_silence_from_row(r) for r in rows]
 
     async def write_groups(self, updates: Sequence[GroupUpdate], now: float) -> None:
-        async with self.record.transaction():
+        async with self.record.transaction() as tx:
             taken_up = sorted({i for u in updates for i in u.taken_up()})
             if taken_up:
-                await guarded(
-                    lambda: self.record._execute_in(
-                        "UPDATE alerts SET told = 1 WHERE told = 0 AND id IN ({marks})", taken_up
-                    ),
+                await self.record._execute_in(
+                    "UPDATE alerts SET told = 1 WHERE told = 0 AND id IN ({marks})",
+                    taken_up,
+                    tx.db,
                     "marking alerts as taken up",
                 )
             for u in updates:
-                await guarded(lambda u=u: self._save_group(u), "saving an alert group")  # type: ignore[misc]
+                await self._save_group(tx.db, u)
                 if u.notification is not None:
-                    await guarded(
-                        lambda u=u: self._queue(u, now),  # type: ignore[misc]
-                        "logging a notification and writing the outbox",
-                    )
+                    await self._queue(tx.db, u, now)
 
-    async def _save_group(self, u: GroupUpdate) -> None:
+    async def _save_group(self, db: Database, u: GroupUpdate) -> None:
         s = u.state
         members = {k: [m.alert_id, m.fingerprint, m.toggles, m.last_toggle] for k, m in s.members.items()}
-        await self.record.conn.execute(
+        await db.execute(
             "INSERT INTO notify_groups (id, key, receiver, labels, first_seen, last_sent, "
             "members, version, closed) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
             "last_sent=excluded.last_sent, members=excluded.members, version=excluded.version, "
@@ -99,25 +97,28 @@ class SqliteNotifyStore:
                 s.version,
                 int(u.closed),
             ),
+            "saving an alert group",
         )
 
-    async def _queue(self, u: GroupUpdate, now: float) -> None:
+    async def _queue(self, db: Database, u: GroupUpdate, now: float) -> None:
         """The notification log entry, and one outbox row per destination."""
         note, group_id = u.notification, u.state.id
         assert note is not None
-        await self.record.conn.execute(
+        await db.execute(
             "INSERT INTO notify_log (ts, group_id, version, reason, alerts) VALUES (?,?,?,?,?)",
             (now, group_id, note.version, note.reason, orjson.dumps([a.id for a in note.alerts]).decode()),
+            "logging a notification",
         )
         payload = note.to_json().decode()
         rows = [
             (group_id, d.platform, d.chat, note.version, note.reason, payload, "pending", now, now)
             for d in u.destinations
         ]
-        await self.record.conn.executemany(
-            "INSERT OR IGNORE INTO deliveries (group_id, platform, chat, version, reason, "
-            "payload, status, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        await db.executemany(
+            "INSERT INTO deliveries (group_id, platform, chat, version, reason, "
+            "payload, status, next_at, created_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             rows,
+            "writing the outbox",
         )
 
     async def notification_log(self, since: float, limit: int = 200) -> list[tuple[float, str, int, str]]:
@@ -146,32 +147,31 @@ class SqliteNotifyStore:
             ("DELETE FROM silences WHERE ends_at < ?", (before,)),
         ]
         removed = 0
-        async with self.record.transaction():
+        async with self.record.transaction() as tx:
             for sql, params in statements:
-                cursor = await guarded(
-                    lambda sql=sql, params=params: self.record.conn.execute(sql, params),  # type: ignore[misc]
-                    "pruning notification history",
-                )
-                removed += cursor.rowcount
+                removed += await tx.db.execute(sql, params, "pruning notification history")
         return removed
 
     # ---- what people do ----
 
-    async def find_alerts(self, ref: str) -> list[Alert]:
+    async def find_alerts(self, ref: str, db: Database | None = None) -> list[Alert]:
         """The alert with this short id, or the alerts of the group with this id."""
         rows = await self.record._rows(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (ref,), "finding an alert"
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (ref,), "finding an alert", db
         )
         if rows:
             return [_alert_from_row(r) for r in rows]
         groups = await self.record._rows(
-            "SELECT members FROM notify_groups WHERE id = ?", (ref,), "finding a group"
+            "SELECT members FROM notify_groups WHERE id = ?", (ref,), "finding a group", db
         )
         if not groups:
             return []
         ids = [m[0] for m in orjson.loads(groups[0][0]).values()]
         rows = await self.record._select_in(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN ({{marks}})", ids, "reading a group's alerts"
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN ({{marks}})",
+            ids,
+            "reading a group's alerts",
+            db=db,
         )
         return [_alert_from_row(r) for r in rows]
 
@@ -179,39 +179,37 @@ class SqliteNotifyStore:
         self, ref: str, mutate: Mutation, actor: Actor, action: str, now: float
     ) -> list[tuple[Alert, Alert]] | None:
         async with self.record.transaction() as tx:
-            alerts = await self.find_alerts(ref)  # read inside the write transaction: no lost update
+            alerts = await self.find_alerts(ref, tx.db)  # read inside the write transaction: no lost update
             if not alerts:
                 return None
             changed = [(a, after) for a in alerts if (after := mutate(a)) is not None]
             await tx.write_alerts([AlertChange(after, "updated") for _, after in changed])
             for before, after in changed:
-                await self._audit(actor, action, after.id, _state(before), _state(after), now)
+                await self._audit(tx.db, actor, action, after.id, _state(before), _state(after), now)
         return changed
 
     async def audit(
         self, actor: Actor, action: str, target: str, before: str, after: str, now: float
     ) -> None:
-        async with self.record.transaction():
-            await self._audit(actor, action, target, before, after, now)
+        async with self.record.transaction() as tx:
+            await self._audit(tx.db, actor, action, target, before, after, now)
 
     async def _audit(
-        self, actor: Actor, action: str, target: str, before: str, after: str, now: float
+        self, db: Database, actor: Actor, action: str, target: str, before: str, after: str, now: float
     ) -> None:
-        await guarded(
-            lambda: self.record.conn.execute(
-                "INSERT INTO audit (ts, platform, user_id, user_name, chat_id, action, target, before, "
-                "after) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    now,
-                    actor.platform,
-                    actor.user_id,
-                    actor.user_name,
-                    actor.chat_id,
-                    action,
-                    target,
-                    before,
-                    after,
-                ),
+        await db.execute(
+            "INSERT INTO audit (ts, platform, user_id, user_name, chat_id, action, target, before, "
+            "after) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                now,
+                actor.platform,
+                actor.user_id,
+                actor.user_name,
+                actor.chat_id,
+                action,
+                target,
+                before,
+                after,
             ),
             "writing the audit log",
         )
@@ -229,21 +227,19 @@ class SqliteNotifyStore:
     # ---- silences ----
 
     async def add_silence(self, silence: Silence) -> None:
-        async with self.record.transaction():
-            await guarded(
-                lambda: self.record.conn.execute(
-                    "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at, "
-                    "upstream_ids) VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        silence.id,
-                        orjson.dumps([str(m) for m in silence.matchers]).decode(),
-                        silence.starts_at,
-                        silence.ends_at,
-                        silence.author,
-                        silence.comment,
-                        silence.created_at,
-                        orjson.dumps(list(silence.upstream_ids)).decode(),
-                    ),
+        async with self.record.transaction() as tx:
+            await tx.db.execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment, created_at, "
+                "upstream_ids) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    silence.id,
+                    orjson.dumps([str(m) for m in silence.matchers]).decode(),
+                    silence.starts_at,
+                    silence.ends_at,
+                    silence.author,
+                    silence.comment,
+                    silence.created_at,
+                    orjson.dumps(list(silence.upstream_ids)).decode(),
                 ),
                 "saving a silence",
             )
@@ -253,12 +249,9 @@ class SqliteNotifyStore:
         active = {s.id: s for s in await self.active_silences(now)}
         if silence_id not in active:
             return None
-        async with self.record.transaction():
-            await guarded(
-                lambda: self.record.conn.execute(
-                    "UPDATE silences SET expired_at = ? WHERE id = ?", (now, silence_id)
-                ),
-                "ending a silence",
+        async with self.record.transaction() as tx:
+            await tx.db.execute(
+                "UPDATE silences SET expired_at = ? WHERE id = ?", (now, silence_id), "ending a silence"
             )
         return active[silence_id]
 
@@ -274,15 +267,12 @@ class SqliteNotifyStore:
         return [_delivery_from_row(r) for r in rows]
 
     async def recover(self) -> int:
-        async with self.record.transaction():
-            cursor = await guarded(
-                lambda: self.record.conn.execute(
-                    "UPDATE deliveries SET status = 'pending', error = ? WHERE status = 'sending'",
-                    (IN_DOUBT,),
-                ),
+        async with self.record.transaction() as tx:
+            return await tx.db.execute(
+                "UPDATE deliveries SET status = 'pending', error = ? WHERE status = 'sending'",
+                (IN_DOUBT,),
                 "recovering the outbox",
             )
-        return int(cursor.rowcount)
 
     async def chat_messages(
         self, platform: str, chat: str, group_ids: Sequence[str]
@@ -321,42 +311,35 @@ class SqliteNotifyStore:
         superseded: Sequence[int] = (),
         replaced: str | None = None,
     ) -> None:
-        async with self.record.transaction():
-            conn = self.record.conn
+        async with self.record.transaction() as tx:
+            db = tx.db
             if replaced is not None and deliveries:
                 first = deliveries[0]
-                await guarded(
-                    lambda: conn.execute(
-                        "UPDATE chat_messages SET message_id = ? "
-                        "WHERE platform = ? AND chat = ? AND message_id = ?",
-                        (message.message_id, first.platform, first.chat, replaced),
-                    ),
+                await db.execute(
+                    "UPDATE chat_messages SET message_id = ? "
+                    "WHERE platform = ? AND chat = ? AND message_id = ?",
+                    (message.message_id, first.platform, first.chat, replaced),
                     "renaming a chat message",
                 )
             for d in deliveries:
-                await guarded(
-                    lambda d=d: conn.execute(  # type: ignore[misc]
-                        "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = ?, error = NULL "
-                        "WHERE id = ?",
-                        (message.message_id, now, d.id),
-                    ),
+                await db.execute(
+                    "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = ?, error = NULL "
+                    "WHERE id = ?",
+                    (message.message_id, now, d.id),
                     "marking a delivery sent",
                 )
-                await guarded(
-                    lambda d=d: conn.execute(  # type: ignore[misc]
-                        "INSERT INTO chat_messages (group_id, platform, chat, message_id, kind) "
-                        "VALUES (?,?,?,?,?) "
-                        "ON CONFLICT DO UPDATE SET message_id = excluded.message_id, kind = excluded.kind",
-                        (d.group_id, d.platform, d.chat, message.message_id, message.kind),
-                    ),
+                await db.execute(
+                    "INSERT INTO chat_messages (group_id, platform, chat, message_id, kind) "
+                    "VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (group_id, platform, chat) DO UPDATE SET message_id = excluded.message_id, "
+                    "kind = excluded.kind",
+                    (d.group_id, d.platform, d.chat, message.message_id, message.kind),
                     "remembering a chat message",
                 )
             for stale in superseded:
-                await guarded(
-                    lambda stale=stale: conn.execute(  # type: ignore[misc]
-                        "UPDATE deliveries SET status = 'superseded' WHERE id = ? AND status = 'pending'",
-                        (stale,),
-                    ),
+                await db.execute(
+                    "UPDATE deliveries SET status = 'superseded' WHERE id = ? AND status = 'pending'",
+                    (stale,),
                     "superseding a delivery",
                 )
 
@@ -404,14 +387,15 @@ class SqliteNotifyStore:
         return [tuple(r) for r in rows]
 
     async def _update(self, sql: str, params: Sequence[Any]) -> None:
-        async with self.record.transaction():
-            await guarded(lambda: self.record.conn.execute(sql, params), "updating the outbox")
+        async with self.record.transaction() as tx:
+            await tx.db.execute(sql, params, "updating the outbox")
 
     async def _update_many(self, sql: str, ids: Sequence[int]) -> None:
-        async with self.record.transaction():
-            await guarded(
-                lambda: self.record.conn.executemany(sql, [(i,) for i in ids]), "updating the outbox"
-            )
+        async with self.record.transaction() as tx:
+            await tx.db.executemany(sql, [(i,) for i in ids], "updating the outbox")
+
+
+SqliteNotifyStore = NotifyStore  # the name it had when SQLite was the only backend
 
 
 def _state(alert: Alert) -> str:
