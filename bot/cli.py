@@ -32,6 +32,7 @@ from bot.app import (
     start_workers,
 )
 from bot.console import ConsoleNotifier, console_context, render_text, run_repl
+from bot.parts.stores import open_record
 from bot.settings import Settings, load_settings
 from engine.alerting.routing import Timing
 from engine.demo import DemoWorld
@@ -40,9 +41,9 @@ from engine.detection.replay import read_points, replay, write_csv
 from engine.errors import ConfigError, PayloadError, QueueUnavailable, SigOpsError
 from engine.signal import Signal
 from storage.keys import Keys
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
+from storage.record import Record
 from storage.redis_stream import RedisSignalQueue
-from storage.sqlite import SqliteRecord
 
 log = logging.getLogger("sigops")
 
@@ -313,7 +314,7 @@ async def _brief(settings: Settings, args: argparse.Namespace) -> int:
 async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     record = await _open_record(settings)
     try:
-        entries = await SqliteNotifyStore(record).audit_log(args.limit)
+        entries = await NotifyStore(record).audit_log(args.limit)
     finally:
         await record.close()
     if args.json:
@@ -349,8 +350,8 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _open_record(settings: Settings) -> SqliteRecord:
-    return await SqliteRecord.open(settings.sqlite_path)
+async def _open_record(settings: Settings) -> Record:
+    return await open_record(settings)
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:

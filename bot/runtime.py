@@ -23,9 +23,9 @@ from engine.intake.ingest import Ingest
 from engine.intake.worker import SignalProcessor
 from engine.supervise import Supervisor
 from storage.keys import Keys
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
+from storage.record import Record
 from storage.redis_stream import RedisSignalQueue
-from storage.sqlite import SqliteRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ class Runtime:
     embedded: bool
     keys: Keys
     queue: RedisSignalQueue
-    record: SqliteRecord
+    record: Record
     processor: SignalProcessor
     ingest: Ingest
     core: CommandCore
     sink: DispatchSink
-    notify_store: SqliteNotifyStore
+    notify_store: NotifyStore
     dispatcher: Dispatcher
     deliverer: Deliverer
     supervisor: Supervisor

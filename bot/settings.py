@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # Storage
     redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process stand-in")
+    # The record on PostgreSQL (postgresql://user@host:5432/sigops), shared by several nodes;
+    # unset: SQLite in SIGOPS_DATA_DIR.
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=100)
     # Braces make every key share one hash slot (`{sigops}`), as a Redis Cluster needs.
     redis_prefix: str = Field(default="sigops", pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$")
     # Redis managed by Sentinel: the sentinels (host:port, comma-separated) and the master's
@@ -188,6 +192,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
         return name
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (unset: SQLite in SIGOPS_DATA_DIR)")
+        return url
 
     @field_validator("redis_sentinels")
     @classmethod

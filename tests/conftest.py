@@ -48,7 +48,8 @@ def close_left_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(SqliteRecord, "open", classmethod(tracked))
     yield
     for rec in opened:
-        rec.conn.stop()  # a no-op for a connection already closed
+        if isinstance(rec, SqliteRecord):
+            rec.conn.stop()  # a no-op for a connection already closed
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

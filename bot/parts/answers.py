@@ -15,21 +15,19 @@ from engine.answers.narrate import ModelAnswerer
 from engine.answers.retrieval import Indexer, Retriever
 from engine.supervise import Supervisor
 from storage.alertmanager_api import AlertmanagerSilences
-from storage.documents import SqliteDocumentStore
-from storage.notify_store import SqliteNotifyStore
+from storage.documents import DocumentStore
+from storage.notify_store import NotifyStore
 from storage.ollama_model import OllamaEmbedder, OllamaModel
-from storage.sqlite import SqliteRecord
+from storage.record import Record
 from storage.vector_index import FaissIndex
 
 log = logging.getLogger(__name__)
 
 
-def build_narrator(
-    settings: Settings, record: SqliteRecord, embedder: Embedder | None = None
-) -> ModelAnswerer:
+def build_narrator(settings: Settings, record: Record, embedder: Embedder | None = None) -> ModelAnswerer:
     """Hybrid retrieval over the record, narrated by Ollama when configured (retrieval-only otherwise)."""
     embedder = embedder or HashingEmbedder()
-    docs = SqliteDocumentStore(record)
+    docs = DocumentStore(record)
     safe = embedder.name.replace(":", "-").replace("/", "-")
     index = FaissIndex(settings.data_dir / "index" / f"documents-{safe}.faiss", embedder.dim, embedder.name)
     indexer = Indexer(docs, index, embedder)
@@ -64,11 +62,9 @@ async def choose_embedder(settings: Settings) -> Embedder:
     return HashingEmbedder()
 
 
-def standalone_core(
-    settings: Settings, record: SqliteRecord, embedder: Embedder | None = None
-) -> CommandCore:
+def standalone_core(settings: Settings, record: Record, embedder: Embedder | None = None) -> CommandCore:
     """The command core for `sigops chat` and `ask`: the record only (a running `serve` delivers)."""
-    store = SqliteNotifyStore(record)
+    store = NotifyStore(record)
     return CommandCore(
         record,
         RetrievalAnswerer(record),
@@ -82,7 +78,7 @@ def standalone_core(
 
 def build_core(
     settings: Settings,
-    record: SqliteRecord,
+    record: Record,
     notifications: Notifications,
     embedder: Embedder,
     supervisor: Supervisor,

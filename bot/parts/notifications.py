@@ -36,9 +36,9 @@ from engine.alerting.watchdog import DeadMansSwitch, check
 from engine.chart import ChartMark, render_chart, unit_of, warm_up_charts
 from engine.errors import ConfigError, RecordUnavailable
 from engine.intake.pull import alert_graph
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
+from storage.record import Record
 from storage.redis_lease import RedisLeader
-from storage.sqlite import SqliteRecord
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ChartMaker:
 
     def __init__(
         self,
-        record: SqliteRecord,
+        record: Record,
         tz: tzinfo,
         prometheus_url: str | None = None,
         context_min_s: float = 45 * 60,
@@ -185,14 +185,14 @@ def build_outputs(settings: Settings, console: ConsoleNotifier | None, timing: T
 class Notifications:
     """The alert pipeline (dispatcher) and delivery from its outbox, on the record."""
 
-    store: SqliteNotifyStore
+    store: NotifyStore
     deliverer: Deliverer
     dispatcher: Dispatcher
     sink: DispatchSink
 
 
-def build_notifications(settings: Settings, record: SqliteRecord, outputs: AlertOutputs) -> Notifications:
-    store = SqliteNotifyStore(record)
+def build_notifications(settings: Settings, record: Record, outputs: AlertOutputs) -> Notifications:
+    store = NotifyStore(record)
     throttles = {
         "telegram": ChatThrottle(TELEGRAM_LIMITS),
         "slack": ChatThrottle(SLACK_LIMITS),

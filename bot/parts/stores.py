@@ -15,6 +15,8 @@ from engine.detection.ensemble import EnsembleDetector, LocalHours
 from engine.errors import QueueUnavailable
 from engine.intake.worker import SignalProcessor
 from storage.keys import Keys
+from storage.postgres import PostgresRecord
+from storage.record import Record
 from storage.redis_state import RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue, connect, connect_sentinel
 from storage.sqlite import SqliteRecord
@@ -60,7 +62,7 @@ class Stores:
     embedded: bool
     keys: Keys
     queue: RedisSignalQueue
-    record: SqliteRecord
+    record: Record
 
 
 async def open_stores(settings: Settings, sqlite_path: Path | None = None) -> Stores:
@@ -74,7 +76,7 @@ async def open_stores(settings: Settings, sqlite_path: Path | None = None) -> St
         shards=settings.shards,
         min_replicas=settings.redis_min_replicas,
     )
-    record = await SqliteRecord.open(sqlite_path or settings.sqlite_path)
+    record = await open_record(settings, sqlite_path)
     try:
         await queue.ensure_group()
     except QueueUnavailable as exc:
@@ -92,3 +94,12 @@ def build_processor(settings: Settings, stores: Stores) -> SignalProcessor:
 
 def heartbeats_of(settings: Settings) -> frozenset[str]:
     return frozenset({settings.watchdog_alertname}) if settings.watchdog_alertname else frozenset()
+
+
+async def open_record(settings: Settings, sqlite_path: Path | None = None) -> Record:
+    """The record: PostgreSQL when SIGOPS_DATABASE_URL is set, else the SQLite file."""
+    if settings.database_url is not None:
+        return await PostgresRecord.open(
+            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        )
+    return await SqliteRecord.open(sqlite_path or settings.sqlite_path)

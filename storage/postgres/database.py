@@ -97,7 +97,7 @@ class PostgresDatabase(_PgConnection):
                 url, min_size=1, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise RecordUnavailable(f"cannot connect to PostgreSQL at {_safe(url)}: {exc}") from exc
+            raise RecordUnavailable(f"cannot connect to PostgreSQL at {hide_password(url)}: {exc}") from exc
         return cls(pool, timeout_s)
 
     async def rows(self, sql: str, params: Sequence[Any] = (), what: str = "reading") -> list[Sequence[Any]]:
@@ -133,6 +133,6 @@ class PostgresDatabase(_PgConnection):
         await self.pool.close()
 
 
-def _safe(url: str) -> str:
+def hide_password(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

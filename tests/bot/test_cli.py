@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    # No SIGOPS_* settings from the developer's shell, except the database an integration test's
+    # backend fixture points at (the PostgreSQL runs).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_") or k == "SIGOPS_DATABASE_URL"}
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
         cwd=cwd,
@@ -172,7 +174,9 @@ def test_serve_starts_from_a_copy_of_the_documented_env_file(tmp_path: Path) -> 
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    # No SIGOPS_* settings from the developer's shell, except the database an integration test's
+    # backend fixture points at (the PostgreSQL runs).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_") or k == "SIGOPS_DATABASE_URL"}
     env = {
         **clean,
         "PYTHONPATH": str(ROOT),
@@ -224,7 +228,9 @@ def test_ctrl_c_ends_the_chat_console_while_it_waits_for_a_line(tmp_path: Path) 
     import signal
     import time
 
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")}
+    # No SIGOPS_* settings from the developer's shell, except the database an integration test's
+    # backend fixture points at (the PostgreSQL runs).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_") or k == "SIGOPS_DATABASE_URL"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "chat"],
         cwd=tmp_path,

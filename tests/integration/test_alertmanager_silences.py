@@ -146,7 +146,7 @@ async def test_silencing_an_alertmanager_alert_silences_it_there_and_unsilence_e
     assert listed.title == "1 active silence(s), 1 more in Alertmanager", text
     assert "In Alertmanager:\n[" in text and 'job="batch"' in text and "by bob: batch window" in text
 
-    ours = (await record.conn.execute_fetchall("SELECT id FROM silences"))[0][0]  # type: ignore[index]
+    ours = (await record.db.rows("SELECT id FROM silences"))[0][0]
     ended = await core.handle(ANA, f"unsilence {ours}")
     assert "Ended in Alertmanager too." in ended.title, ended
     states = {s["id"]: s["status"]["state"] for s in await api("GET", f"{alertmanager.url}/api/v2/silences")}

@@ -228,8 +228,8 @@ async def test_in_doubt_slack_post_is_found_and_edited_not_duplicated(rig: Rig) 
     await rig.put(make_alert())
     await rig.run()
     # As if the process died after Slack took the post but before it was marked sent.
-    await rig.record.conn.execute("UPDATE deliveries SET status = 'sending' WHERE platform = 'slack'")
-    await rig.record.conn.execute("DELETE FROM chat_messages WHERE platform = 'slack'")
+    await rig.record.db.execute("UPDATE deliveries SET status = 'sending' WHERE platform = 'slack'")
+    await rig.record.db.execute("DELETE FROM chat_messages WHERE platform = 'slack'")
     assert await rig.deliverer.store.recover() == 1
     await rig.run(advance=2)
     assert len(rig.slack.messages(CHANNEL)) == 1

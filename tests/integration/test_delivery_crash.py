@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import aiohttp
 import pytest
 
 from storage.keys import Keys
+from storage.sqlite import SqliteRecord
 from tests.conftest import REDIS_URL, free_port
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -106,17 +106,22 @@ async def post_alert(port: int, name: str) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def wait_for(condition: object, limit_s: float = 20.0) -> None:
+async def wait_for(statuses: list[str], tmp_path: Path, limit_s: float = 20.0) -> None:
     deadline = time.monotonic() + limit_s
-    while not condition():  # type: ignore[operator]
+    while [s for s, _ in await outbox(tmp_path)] != statuses:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         await asyncio.sleep(0.1)
 
 
-def outbox(tmp_path: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(tmp_path / "data" / "sigops.db") as conn:
-        return list(conn.execute("SELECT status, coalesce(error, '') FROM deliveries ORDER BY id"))
+async def outbox(tmp_path: Path) -> list[tuple[str, str]]:
+    """The outbox as the processes left it (the SQLite file, or the PostgreSQL database)."""
+    record = await SqliteRecord.open(tmp_path / "data" / "sigops.db")
+    try:
+        rows = await record.db.rows("SELECT status, coalesce(error, '') FROM deliveries ORDER BY id")
+    finally:
+        await record.close()
+    return [(r[0], r[1]) for r in rows]
 
 
 async def cleanup(prefix: str) -> None:
@@ -147,13 +152,13 @@ async def test_killed_mid_delivery_then_restarted_delivers_every_alert(
         assert returncode == -9, "SigOps should have died at the crash point"
         before = delivered()
         assert before == (1 if failpoint == "deliver:after-send" else 0)
-        assert [s for s, _ in outbox(tmp_path)] == (["sending"] if before else ["pending"])
+        assert [s for s, _ in await outbox(tmp_path)] == (["sending"] if before else ["pending"])
 
         second = serve(tmp_path, port, platform, fakes, None, prefix)
         try:
-            await wait_for(lambda: [s for s, _ in outbox(tmp_path)] == ["sent"])
+            await wait_for(["sent"], tmp_path)
             await post_alert(port, "payments")  # and it carries on with new alerts
-            await wait_for(lambda: [s for s, _ in outbox(tmp_path)] == ["sent", "sent"])
+            await wait_for(["sent", "sent"], tmp_path)
         finally:
             second.terminate()
             await asyncio.to_thread(second.wait, 20)

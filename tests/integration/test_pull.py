@@ -20,6 +20,8 @@ from storage.keys import Keys
 from storage.redis_state import RedisCursorStore
 from tests.conftest import ServerProcess, free_port
 
+pytestmark = pytest.mark.record_free  # Redis and Prometheus only: run once, not per backend
+
 
 class Collected:
     def __init__(self) -> None:

@@ -15,7 +15,7 @@ from engine.errors import DeliveryFailed
 from storage.keys import Keys
 from storage.redis_brief import RedisBriefLedger
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.record_free]
 BERLIN = ZoneInfo("Europe/Berlin")
 CHAT = Destination("telegram", "-100")
 

@@ -26,6 +26,8 @@ from tests.conftest import ServerProcess, free_port
 
 MASTER = "sigops-test"
 
+pytestmark = pytest.mark.record_free  # Redis and Prometheus only: run once, not per backend
+
 
 class RedisNode(ServerProcess):
     def __init__(self, workdir: Path, *args: str) -> None:

@@ -89,6 +89,7 @@ async def test_a_poison_signal_is_set_aside_and_the_rest_recorded(
     assert "set aside" in caplog.text
 
 
+@pytest.mark.sqlite_only
 async def test_migrations_run_once_and_set_the_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     record = await SqliteRecord.open(path)
