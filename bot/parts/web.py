@@ -18,7 +18,7 @@ async def start_http(rt: Runtime, host: str | None = None, port: int | None = No
     """Serve the HTTP API; return the port actually bound."""
     app = build_app(
         rt.ingest,
-        {"redis": rt.queue.ping, "sqlite": rt.record.ping},
+        {"redis": rt.queue.ping, rt.record.dialect: rt.record.ping},  # "sqlite" or "postgres"
         loops=rt.supervisor.problems,
         token=rt.settings.ingest_token.get_secret_value() if rt.settings.ingest_token else None,
         max_body_bytes=rt.settings.max_body_bytes,
