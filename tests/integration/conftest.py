@@ -32,13 +32,14 @@ def _url(name: str) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The postgres run of a test marked sqlite_only or record_free is not collected at all."""
+    """Runs a test's markers rule out (sqlite_only, record_free, postgres_only) are not collected."""
     once = [
         item
         for item in items
-        if "[postgres" in item.nodeid
-        and (item.get_closest_marker("sqlite_only") or item.get_closest_marker("record_free"))
-    ]
+        if ("[postgres" in item.nodeid
+            and (item.get_closest_marker("sqlite_only") or item.get_closest_marker("record_free")))
+        or ("[sqlite" in item.nodeid and item.get_closest_marker("postgres_only"))
+    ]  # fmt: skip
     if once:
         config.hook.pytest_deselected(items=once)
         items[:] = [item for item in items if item not in once]
