@@ -1,6 +1,12 @@
-"""Ingest benchmark on the real Redis: raw XADD, HTTP ingest, and end to end into SQLite.
+"""Ingest benchmark on the real Redis: raw XADD, HTTP ingest, and end to end into the record.
 
     .venv/bin/python bench/ingest.py [--signals 200000] [--concurrency 4] [--workers 1] [--rate 10000]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+With --database-url the record is on that PostgreSQL server (in a database of the
+benchmark's own, dropped afterwards) instead of a SQLite file. When Debian's
+`prometheus-alertmanager` is installed, the same client first posts the same number of
+alerts to a real Alertmanager in the same batches, and the ratio is printed.
 
 Starts `sigops serve --workers 0` (HTTP only) and `sigops worker` processes against
 Redis at 127.0.0.1:6379 (DB 14, a key prefix of its own, deleted afterwards). Phases:
@@ -27,6 +33,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
@@ -98,7 +105,9 @@ async def wait_ready(url: str) -> None:
     raise RuntimeError("server did not become ready")
 
 
-async def post_all(url: str, payloads: list[bytes], concurrency: int) -> float:
+async def post_all(
+    url: str, payloads: list[bytes], concurrency: int, path: str = "/v1/signals", ok: int = 202
+) -> float:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in payloads:
         queue.put_nowait(body)
@@ -107,9 +116,9 @@ async def post_all(url: str, payloads: list[bytes], concurrency: int) -> float:
         while not queue.empty():
             body = queue.get_nowait()
             async with session.post(
-                f"{url}/v1/signals", data=body, headers={"Content-Type": "application/json"}
+                f"{url}{path}", data=body, headers={"Content-Type": "application/json"}
             ) as response:
-                if response.status != 202:
+                if response.status != ok:
                     raise RuntimeError(f"ingest answered {response.status}: {await response.text()}")
 
     started = time.perf_counter()
@@ -119,20 +128,83 @@ async def post_all(url: str, payloads: list[bytes], concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-def recorded(db: Path) -> int:
-    if not db.exists():
-        return 0
+class Record:
+    """Reads the benchmark's record: the SQLite file, or the PostgreSQL database."""
+
+    def __init__(self, db: Path, url: str | None) -> None:
+        self.db, self.url = db, url
+
+    async def recorded(self) -> int:
+        if self.url is not None:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM signals"))
+            except asyncpg.UndefinedTableError:
+                return 0
+            finally:
+                await conn.close()
+        if not self.db.exists():
+            return 0
+        try:
+            with sqlite3.connect(self.db, timeout=5) as conn:
+                return int(conn.execute("SELECT count(*) FROM signals").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+    async def latencies(self, since: float) -> list[float]:
+        sql = "SELECT recorded_at - received_at FROM signals WHERE received_at >= "
+        if self.url is not None:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return [r[0] for r in await conn.fetch(sql + "$1", since)]
+            finally:
+                await conn.close()
+        with sqlite3.connect(self.db) as conn:
+            return [row[0] for row in conn.execute(sql + "?", (since,))]
+
+
+async def alertmanager_rate(count: int, batch: int, concurrency: int) -> float | None:
+    """Alerts/s a real Alertmanager accepts on /api/v2/alerts from the same client (None: not installed)."""
+    binary = shutil.which("prometheus-alertmanager")
+    if binary is None:
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix="sigops-bench-am-"))
+    (workdir / "am.yml").write_text("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={workdir / 'am.yml'}", f"--storage.path={workdir}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM signals").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
-def latencies(db: Path, since: float) -> list[float]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT recorded_at - received_at FROM signals WHERE received_at >= ?", (since,))
-        return [row[0] for row in rows]
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(f"{url}/-/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Alertmanager did not start")
+                await asyncio.sleep(0.1)
+        payloads = [
+            orjson.dumps([
+                {"labels": {"alertname": "BenchAlert", "series": f"svc{(start + i) % 50}.latency",
+                            "instance": f"host-{start + i}"},
+                 "annotations": {"summary": "benchmark"}}
+                for i in range(min(batch, count - start))
+            ])
+            for start in range(0, count, batch)
+        ]  # fmt: skip
+        seconds = await post_all(url, payloads, concurrency, path="/api/v2/alerts", ok=200)
+        return count / seconds
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def paced(url: str, rate: int, seconds: float, batch: int, offset: int) -> tuple[int, float]:
@@ -155,22 +227,29 @@ async def paced(url: str, rate: int, seconds: float, batch: int, offset: int) ->
 
 
 async def burst(
-    url: str, db: Path, label: str, count: int, batch: int, concurrency: int, offset: int
-) -> None:
+    url: str, db: Record, label: str, count: int, batch: int, concurrency: int, offset: int,
+    alertmanager: float | None = None,
+) -> None:  # fmt: skip
     payloads = bodies(count, batch, offset)
-    already = recorded(db)
+    already = await db.recorded()
     since = time.time()
     started = time.perf_counter()
     http_s = await post_all(url, payloads, concurrency)
-    while recorded(db) < already + count:
+    while (done := await db.recorded()) < already + count:
         if time.perf_counter() - started > 600:
-            raise RuntimeError(f"only {recorded(db) - already} of {count} recorded after 600 s")
-        await asyncio.sleep(0.02)
+            raise RuntimeError(f"only {done - already} of {count} recorded after 600 s")
+        await asyncio.sleep(0.05)
     total_s = time.perf_counter() - started
-    lat = latencies(db, since)
+    lat = await db.latencies(since)
+    versus = ""
+    if alertmanager:
+        versus = (
+            f" (Alertmanager {alertmanager:,.0f} alerts/s: HTTP {count / http_s / alertmanager:.2f}x, "
+            f"end to end {count / total_s / alertmanager:.2f}x)"
+        )
     print(
         f"{label}: HTTP {count / http_s:,.0f} signals/s; end to end {count / total_s:,.0f} signals/s; "
-        f"latency under backlog p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms"
+        f"latency under backlog p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms{versus}"
     )
 
 
@@ -195,6 +274,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="signals/s in the paced phase")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server (its maintenance database) for the record"
+    )
     args = parser.parse_args()
 
     print(
@@ -204,6 +286,13 @@ async def main() -> None:
     raw_chunk = await raw_xadd(args.signals, 1000, 100)
     print(f"raw XADD from Python, 1 signal per entry:    {raw_one:>10,.0f} signals/s")
     print(f"raw XADD from Python, 100 signals per entry: {raw_chunk:>10,.0f} signals/s")
+    am_1000 = await alertmanager_rate(args.signals, 1000, args.concurrency)
+    am_100 = await alertmanager_rate(args.signals // 2, 100, args.concurrency)
+    if am_100 is not None and am_1000 is not None:
+        print(f"Alertmanager /api/v2/alerts, same client: {am_1000:,.0f} alerts/s in batches of 1000, "
+              f"{am_100:,.0f} in batches of 100")  # fmt: skip
+    else:
+        print("Alertmanager comparison skipped: prometheus-alertmanager is not installed")
 
     data_dir = Path(tempfile.mkdtemp(prefix="sigops-bench-"))
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -216,7 +305,15 @@ async def main() -> None:
         "SIGOPS_HTTP_PORT": str(port),
         "SIGOPS_LOG_LEVEL": "WARNING",
     }
-    db = data_dir / "sigops.db"
+    database: str | None = None
+    if args.database_url:
+        database = f"sigops_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(args.database_url)
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        await admin.close()
+        env["SIGOPS_DATABASE_URL"] = args.database_url.rsplit("/", 1)[0] + f"/{database}"
+    db = Record(data_dir / "sigops.db", env.get("SIGOPS_DATABASE_URL"))
+    print(f"record: {'PostgreSQL' if database else 'SQLite'}")
     url = f"http://127.0.0.1:{port}"
     server = start(["serve", "--workers", "0"], env)
     workers: list[subprocess.Popen[bytes]] = []
@@ -225,16 +322,18 @@ async def main() -> None:
         workers = [start(["worker"], env) for _ in range(args.workers)]
         await asyncio.sleep(1.0)  # let workers connect
         offset = 0
-        await burst(url, db, "burst, batches of 1000", args.signals, 1000, args.concurrency, offset)
+        await burst(url, db, "burst, batches of 1000", args.signals, 1000, args.concurrency, offset, am_1000)
         offset += args.signals
-        await burst(url, db, "burst, batches of 100 ", args.signals // 2, 100, args.concurrency, offset)
+        await burst(
+            url, db, "burst, batches of 100 ", args.signals // 2, 100, args.concurrency, offset, am_100
+        )
         offset += args.signals // 2
         since = time.time()
         sent, achieved = await paced(url, args.rate, 10.0, 100, offset)
         deadline = time.perf_counter() + 60
-        while recorded(db) < offset + sent and time.perf_counter() < deadline:
+        while await db.recorded() < offset + sent and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
-        lat = latencies(db, since)
+        lat = await db.latencies(since)
         print(
             f"paced at {achieved:,.0f} signals/s in batches of 100 for 10 s: latency p50 "
             f"{pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
@@ -253,6 +352,10 @@ async def main() -> None:
             await client.delete(key)
         await client.aclose()
         shutil.rmtree(data_dir, ignore_errors=True)
+        if database and args.database_url:
+            admin = await asyncpg.connect(args.database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await admin.close()
 
 
 if __name__ == "__main__":
