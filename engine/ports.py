@@ -82,6 +82,12 @@ class RecordTransaction(Protocol):
         """Alerts not yet resolved on these services."""
         ...
 
+    async def last_time(self, alert: Alert) -> Alert | None:
+        """The most similar past alert that ended before this one started: the same series or
+        group first, then the same service and title; one with a resolution note before one
+        without; the latest of those (None: nothing similar ever ended)."""
+        ...
+
     async def beat(self, name: str, ts: float) -> None:
         """Note that the heartbeat alert `name` arrived (keeps the latest time)."""
         ...

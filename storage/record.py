@@ -342,6 +342,17 @@ class Transaction:
                 "recording anomalies",
             )
 
+    async def last_time(self, alert: Alert) -> Alert | None:
+        rows = await self.db.rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = 'resolved' AND id != ? AND resolved_at <= ? "
+            "AND (group_key = ? OR (service = ? AND service != '' AND title = ?)) "
+            "ORDER BY CASE WHEN group_key = ? THEN 1 ELSE 0 END DESC, "
+            "CASE WHEN note != '' THEN 1 ELSE 0 END DESC, resolved_at DESC LIMIT 1",
+            (alert.id, alert.started_at, alert.group_key, alert.service, alert.title, alert.group_key),
+            "finding what worked last time",
+        )
+        return _alert_from_row(rows[0]) if rows else None
+
     async def beat(self, name: str, ts: float) -> None:
         latest = self.db.greatest("heartbeats.last_ts", "excluded.last_ts")
         await self.db.execute(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine import metrics
-from engine.alerting.alerts import AlertChange, AlertPolicy, decide, keys_involved
+from engine.alerting.alerts import NEW, Alert, AlertChange, AlertPolicy, decide, keys_involved
 from engine.alerting.risk import CHANGE_WINDOW_S, assess
 from engine.detection.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
@@ -179,9 +179,28 @@ async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: 
         if worth_context(change):
             others = [a for a in current.values() if a.service == alert.service]
             context = assess(alert, now, [c for c in recent if c.service == alert.service], others)
-            alert = replace(alert, risk=round(context.risk, 3), context=context.as_dict())
+            details = context.as_dict()
+            last = alert.context.get("last_time")  # found when it opened; kept through updates
+            if last is None and change.change in NEW:
+                before = await tx.last_time(alert)
+                last = last_time_of(before) if before is not None else None
+            if last is not None:
+                details["last_time"] = last
+            alert = replace(alert, risk=round(context.risk, 3), context=details)
         out.append(AlertChange(alert, change.change))
     return out
+
+
+def last_time_of(past: Alert) -> dict[str, object]:
+    """What an alert message says about the similar alert before it (cited by its id)."""
+    return {
+        "id": past.id,
+        "title": past.title,
+        "started_at": past.started_at,
+        "resolved_at": past.resolved_at or past.updated_at,
+        "resolved_by": past.resolved_by or "",
+        "note": past.note,
+    }
 
 
 def _silence_signal(anomaly: Anomaly) -> Signal:

@@ -1,0 +1,60 @@
+"""What worked last time: a new alert carries how the most similar past one ended."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import redis.asyncio as aioredis
+
+from bot.alert_message import group_reply
+from engine.alerting.alerts import AlertChange, AlertPolicy
+from engine.alerting.notify import Notification
+from engine.detection.detect import Detection
+from engine.intake.worker import SignalProcessor
+from engine.ports import QueuedSignal
+from engine.signal import make_signal
+from storage.keys import Keys
+from storage.redis_state import RedisDetectorStateStore
+from storage.sqlite import SqliteRecord
+
+
+def auth_down(ts: float, status: str = "firing", service: str = "auth") -> QueuedSignal:
+    signal = make_signal(
+        kind="alert", series=f"{service}.AuthDown", ts=ts, severity="critical", text="auth is down",
+        labels={"service": service, "alertname": "AuthDown", "status": status},
+    )  # fmt: skip
+    return QueuedSignal(f"{ts}-0", signal, ts)
+
+
+async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    processor = SignalProcessor(record, RedisDetectorStateStore(redis, keys), Detection(), AlertPolicy())
+    t0 = time.time() - 3 * 86400
+    [first] = [c.alert for c in (await processor.process([auth_down(t0)])).alert_changes]
+    assert "last_time" not in first.context  # nothing similar ever ended: nothing is said
+    async with record.transaction() as tx:
+        fixed = replace(
+            first, status="resolved", resolved_at=t0 + 1500, updated_at=t0 + 1500, version=first.version + 1,
+            resolved_by="lena.m", note="rolled back auth to v1.8.4",
+        )  # fmt: skip
+        await tx.write_alerts([AlertChange(fixed, "resolved")])
+    # Another service's alert of the same name is not "the same" when a closer one exists.
+    await processor.process([auth_down(t0 + 2000, service="billing")])
+
+    [again] = [c.alert for c in (await processor.process([auth_down(t0 + 3 * 86400)])).alert_changes]
+    last = again.context["last_time"]
+    assert (last["id"], last["resolved_by"], last["note"]) == (
+        first.id,
+        "lena.m",
+        "rolled back auth to v1.8.4",
+    )
+    note = Notification(
+        "g1", 1, "first notification", "default", {}, (again,), {}, frozenset(), frozenset(), t0
+    )
+    text = "\n".join(group_reply(note).blocks)
+    assert (
+        "🕘 Last time (3 days ago): resolved by lena.m after 25 min: "
+        f"'rolled back auth to v1.8.4' [{first.id}]" in text
+    )
