@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from engine.answers.embed import HashingEmbedder  # noqa: E402
 from engine.answers.question import parse_question  # noqa: E402
 from engine.answers.retrieval import Retriever  # noqa: E402
-from storage.documents import SqliteDocumentStore  # noqa: E402
+from storage.documents import DocumentStore  # noqa: E402
 from storage.sqlite import SqliteRecord  # noqa: E402
 from storage.vector_index import FaissIndex  # noqa: E402
 
@@ -68,7 +68,7 @@ async def measure(size: int, queries: int, embedder: HashingEmbedder) -> None:
         started = time.perf_counter()
         await fill(record, size)
         filled = time.perf_counter() - started
-        docs = SqliteDocumentStore(record)
+        docs = DocumentStore(record)
         chunks, after = [], 0
         started = time.perf_counter()
         while batch := await docs.all_documents(after, 50_000):

@@ -187,6 +187,3 @@ _SOURCES = [
         _signal_doc,
     ),
 ]
-
-
-SqliteDocumentStore = DocumentStore  # the name it had when SQLite was the only backend

@@ -395,9 +395,6 @@ class NotifyStore:
             await tx.db.executemany(sql, [(i,) for i in ids], "updating the outbox")
 
 
-SqliteNotifyStore = NotifyStore  # the name it had when SQLite was the only backend
-
-
 def _state(alert: Alert) -> str:
     """An alert's state as the audit log shows it."""
     parts: list[str] = [alert.status]

@@ -27,7 +27,7 @@ from engine.detection.ensemble import EnsembleDetector
 from engine.intake.worker import SignalProcessor
 from engine.ports import QueuedSignal
 from engine.signal import Signal, make_signal
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 
 T0 = 1_795_000_000.0
@@ -103,7 +103,7 @@ async def record_alerts(
             (),
             "test",
         )
-        store = SqliteNotifyStore(record)
+        store = NotifyStore(record)
         chat = Destination("telegram", "1")
         timing = Timing(group_wait=0, group_interval=0, repeat_interval=86_400, critical_skips_wait=True)
         dispatcher = Dispatcher(store, default_routing([chat], timing), clock=lambda: T0)

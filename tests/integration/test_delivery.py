@@ -23,7 +23,7 @@ from engine.alerting.routing import Destination, Timing, default_routing
 from engine.alerting.throttle import SLACK_LIMITS, TELEGRAM_LIMITS, ChatThrottle
 from engine.detection.detect import Anomaly
 from engine.signal import make_signal
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import FakeTelegram
@@ -46,7 +46,7 @@ class Clock:
 @dataclass
 class Rig:
     record: SqliteRecord
-    store: SqliteNotifyStore
+    store: NotifyStore
     dispatcher: Dispatcher
     deliverer: Deliverer
     clock: Clock
@@ -73,7 +73,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     telegram = await FakeTelegram().start()
     slack = await FakeSlack().start()
     record = await SqliteRecord.open(tmp_path / "sigops.db")
-    store = SqliteNotifyStore(record)
+    store = NotifyStore(record)
     clock = Clock()
     bot = make_bot(telegram.token, telegram.url, timeout_s=1.0)
     notifiers = {

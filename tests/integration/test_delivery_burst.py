@@ -19,7 +19,7 @@ from engine.alerting.delivery import Deliverer
 from engine.alerting.notify import Dispatcher
 from engine.alerting.routing import Destination, Timing, default_routing
 from engine.alerting.throttle import TELEGRAM_LIMITS, ChatThrottle
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -52,7 +52,7 @@ def burst_alert(i: int, now: float) -> Alert:
 async def test_thousand_alerts_in_ten_seconds_reach_one_chat_bounded_and_complete(tmp_path: Path) -> None:
     telegram = await FakeTelegram(per_chat_interval_s=1.0).start()
     record = await SqliteRecord.open(tmp_path / "sigops.db")
-    store = SqliteNotifyStore(record)
+    store = NotifyStore(record)
     bot = make_bot(telegram.token, telegram.url, timeout_s=5)
     deliverer = Deliverer(
         store,

@@ -240,14 +240,14 @@ async def test_resolving_an_alert_alertmanager_still_fires_is_refused_with_a_hin
     import time
 
     from engine.alerting.actions import Actor, AlertActions
-    from storage.notify_store import SqliteNotifyStore
+    from storage.notify_store import NotifyStore
 
     headers = {**AUTH, "Content-Type": "application/json"}
     firing = (FIXTURES / "alertmanager/firing.json").read_bytes()
     assert (await client.post("/v1/webhooks/alertmanager", data=firing, headers=headers)).status == 202
     await drain(worker)
     target = (await record.firing_alerts())[0]
-    actions = AlertActions(SqliteNotifyStore(record), time.time)
+    actions = AlertActions(NotifyStore(record), time.time)
     result = await actions.resolve(Actor("telegram", "1", "lena", "-100"), target.id, "fixed it")
     assert not result.ok
     assert "still fires in alertmanager" in result.message and f"silence {target.id} 1h" in result.message

@@ -96,7 +96,7 @@ async def test_dead_letters_command_lists_what_was_set_aside(
 async def test_a_question_seconds_after_data_arrived_knows_its_service(record: SqliteRecord) -> None:
     """The series catalogue is written with the signals: no wait for the 30 s document sync."""
     from engine.answers.answer import RetrievalAnswerer
-    from storage.documents import SqliteDocumentStore
+    from storage.documents import DocumentStore
 
     points = [
         make_signal(
@@ -109,7 +109,7 @@ async def test_a_question_seconds_after_data_arrived_knows_its_service(record: S
     ]
     async with record.transaction() as tx:
         await tx.add_signals([(s, s.ts) for s in points])
-    answer = await RetrievalAnswerer(record, names=SqliteDocumentStore(record)).answer(
+    answer = await RetrievalAnswerer(record, names=DocumentStore(record)).answer(
         "what spiked on payments in the last hour?"
     )
     text = "\n".join(answer.summary)

@@ -13,7 +13,7 @@ from engine.answers.embed import HashingEmbedder
 from engine.answers.question import parse_question
 from engine.answers.retrieval import Indexer, Retriever
 from engine.signal import make_signal
-from storage.documents import SqliteDocumentStore
+from storage.documents import DocumentStore
 from storage.ollama_model import OllamaEmbedder
 from storage.sqlite import SqliteRecord
 from storage.vector_index import FaissIndex
@@ -47,7 +47,7 @@ async def seeded(path: Path) -> SqliteRecord:
 
 
 def retriever(record: SqliteRecord, path: Path, embedder: HashingEmbedder | OllamaEmbedder) -> Retriever:
-    docs = SqliteDocumentStore(record)
+    docs = DocumentStore(record)
     index = FaissIndex(path / "index" / "docs.faiss", embedder.dim, embedder.name)
     return Retriever(docs, index, embedder, Indexer(docs, index, embedder))
 

@@ -28,7 +28,7 @@ from engine.alerting.actions import AlertActions
 from engine.alerting.alerts import Alert, AlertChange
 from engine.answers.answer import RetrievalAnswerer
 from engine.signal import make_signal
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 from tests.conftest import free_port
 from tests.fakes.slack_api import FakeSlack
@@ -42,7 +42,7 @@ NOW = time.time()
 @dataclass
 class Rig:
     slack: FakeSlack
-    store: SqliteNotifyStore
+    store: NotifyStore
     url: str
     session: aiohttp.ClientSession
 
@@ -116,7 +116,7 @@ def text_of(response: dict[str, Any]) -> str:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     slack = await FakeSlack().start()
     record = await SqliteRecord.open(tmp_path / "sigops.db")
-    store = SqliteNotifyStore(record)
+    store = NotifyStore(record)
     core = CommandCore(
         record,
         RetrievalAnswerer(record),

@@ -31,7 +31,7 @@ from engine.alerting.routing import Destination, Timing, default_routing
 from engine.alerting.throttle import ChatThrottle, Limits
 from engine.answers.answer import RetrievalAnswerer
 from engine.signal import make_signal
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 from tests.conftest import free_port
 from tests.fakes.slack_api import FakeSlack
@@ -51,7 +51,7 @@ class Bot:
     telegram: FakeTelegram
     slack: FakeSlack
     record: SqliteRecord
-    store: SqliteNotifyStore
+    store: NotifyStore
     dispatcher: Dispatcher
     deliverer: Deliverer
     front: TelegramFrontEnd
@@ -118,7 +118,7 @@ async def bot(tmp_path: Path) -> AsyncIterator[Bot]:
     telegram = await FakeTelegram().start()
     slack = await FakeSlack().start()
     record = await SqliteRecord.open(tmp_path / "sigops.db")
-    store = SqliteNotifyStore(record)
+    store = NotifyStore(record)
     ptb = make_bot(telegram.token, telegram.url, timeout_s=5)
     notifiers = {
         "telegram": TelegramNotifier(ptb, SIGNER, pace_s=0),

@@ -23,7 +23,7 @@ from engine.answers.narrate import ModelAnswerer
 from engine.answers.retrieval import Indexer, Retriever
 from engine.detection.detect import Anomaly
 from engine.signal import make_signal
-from storage.documents import SqliteDocumentStore
+from storage.documents import DocumentStore
 from storage.sqlite import SqliteRecord
 from storage.vector_index import FaissIndex
 
@@ -115,7 +115,7 @@ async def answerer(tmp_path: Path) -> AsyncIterator[ModelAnswerer]:
     path = tmp_path
     record = await SqliteRecord.open(path / "sigops.db")
     await seed(record)
-    docs = SqliteDocumentStore(record)
+    docs = DocumentStore(record)
     embedder = HashingEmbedder()
     index = FaissIndex(path / "index.faiss", embedder.dim, embedder.name)
     retriever = Retriever(docs, index, embedder, Indexer(docs, index, embedder))

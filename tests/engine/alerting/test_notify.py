@@ -19,7 +19,7 @@ from engine.alerting.routing import (
 )
 from engine.alerting.silences import make_silence
 from engine.errors import ConfigError
-from storage.notify_store import SqliteNotifyStore
+from storage.notify_store import NotifyStore
 from storage.sqlite import SqliteRecord
 
 T0 = 1_795_000_000.0
@@ -49,7 +49,7 @@ def alert(
 class World:
     def __init__(self, record: SqliteRecord, routing_timing: Timing = TIMING) -> None:
         self.record = record
-        self.store = SqliteNotifyStore(record)
+        self.store = NotifyStore(record)
         self.dispatcher = Dispatcher(self.store, default_routing([CHAT], routing_timing), clock=lambda: T0)
 
     async def put(self, *alerts: Alert, change: str = "opened") -> None:
