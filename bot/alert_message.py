@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, tzinfo
 
 from bot.reply import Button, Reply
-from engine.alerting.alerts import Alert, alert_links, alert_values, own_labels
+from engine.alerting.alerts import Alert, alert_links, alert_values, last_time_line, own_labels
 from engine.alerting.notify import NEW_ALERTS, REPEAT, Notification
 from engine.text import clock as _clock
 from engine.text import duration, fmt, usual_range
@@ -187,21 +187,8 @@ def _related(alert: Alert) -> str:
         related.append(f"also anomalous on {alert.service}: {', '.join(map(str, others))}")
     last = alert.context.get("last_time")
     if isinstance(last, dict):
-        related.append(last_time_line(last, alert.started_at))
+        related.append("🕘 " + last_time_line(last, alert.started_at))
     return "\n".join(related)
-
-
-def last_time_line(last: Mapping[str, object], now: float) -> str:
-    """ "Last time (3 d ago): resolved by lena.m after 25 min: 'rolled back auth' [3f9a2c1b]"."""
-    started = float(str(last.get("started_at") or now))
-    ended = float(str(last.get("resolved_at") or started))
-    ago, lasted = duration(max(0.0, now - started)), duration(max(0.0, ended - started))
-    who, note = str(last.get("resolved_by") or ""), str(last.get("note") or "")
-    cite = f" [{last.get('id')}]"
-    if not who:
-        return f"🕘 Last time ({ago} ago) it ended by itself after {lasted}{cite}"
-    said = f": '{note}'" if note else ""
-    return f"🕘 Last time ({ago} ago): resolved by {who} after {lasted}{said}{cite}"
 
 
 def _others(others: Sequence[Alert], note: Notification, common: Mapping[str, str], labels: LabelView) -> str:

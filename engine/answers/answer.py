@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
-from engine.alerting.alerts import Alert
+from engine.alerting.alerts import Alert, last_time_line
 from engine.alerting.risk import ChangeRef
 from engine.answers.question import Question, parse_question
 from engine.answers.retrieval import Hit, Retriever
@@ -211,6 +211,15 @@ class RetrievalAnswerer:
                 f"{before} in as long before it."
             )
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
+        if q.intent == "why":  # what worked the last time the same thing happened
+            for alert in [a for a in alerts if isinstance(a.context.get("last_time"), dict)][:3]:
+                last = alert.context["last_time"]
+                said = last_time_line(last, alert.started_at)
+                summary.append(f"{alert.name} [{alert.id}]: {said[0].lower()}{said[1:]}")
+                past = str(last.get("id"))
+                if past not in {e.id for e in evidence}:
+                    ended = float(last.get("resolved_at") or alert.started_at)
+                    evidence.append(Evidence(past, "alert", ended, f"the previous {alert.name}: {said}"))
         if _ASKS_RESOLUTION.search(q.text):  # answer who and how in the summary itself
             summary += [_resolution_line(a) for a in alerts if a.status == "resolved" and a.resolved_by][:5]
         firing = [a for a in alerts if a.status != "resolved"]

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from bot.alert_message import group_reply
 from engine.alerting.alerts import AlertChange, AlertPolicy
 from engine.alerting.notify import Notification
+from engine.answers.answer import RetrievalAnswerer
 from engine.detection.detect import Detection
 from engine.intake.worker import SignalProcessor
 from engine.ports import QueuedSignal
@@ -58,3 +59,13 @@ async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
         "🕘 Last time (3 days ago): resolved by lena.m after 25 min: "
         f"'rolled back auth to v1.8.4' [{first.id}]" in text
     )
+
+    # And a `why` question about it is told the same, citing the past alert as evidence.
+    found = await RetrievalAnswerer(record).answer("why did auth alert?")
+    assert found.intent == "why"
+    assert any(
+        f"[{again.id}]: last time (3 days ago): resolved by lena.m after 25 min: "
+        f"'rolled back auth to v1.8.4' [{first.id}]" in line
+        for line in found.summary
+    ), found.summary
+    assert first.id in {e.id for e in found.evidence}
