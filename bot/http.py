@@ -43,7 +43,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
-    if status in (401, 413, 415, 503) or status >= 500:
+    if status in (401, 413, 415) or status >= 500:
         metrics.HTTP_REFUSED.labels(str(status)).inc()
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return json_response({"error": message, **extra}, status=status, headers=headers)

@@ -93,7 +93,7 @@ class Supervisor:
                     "background loop %s failed (%d so far); restarting in %.0fs", name, health.failures, delay
                 )
             health.state = "restarting"
-            if await _stopped_within(stop, delay):
+            if await stopped_within(stop, delay):
                 break
             delay = min(delay * 2, self.backoff.max_s)
         health.state = "done" if once and not stop.is_set() else "stopped"
@@ -164,7 +164,8 @@ class Supervisor:
         return [h.line() for h in sorted(self.health.values(), key=lambda h: (h.kind, h.name))]
 
 
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `stop`; whether it was set (a loop's sleep that ends at shutdown)."""
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:

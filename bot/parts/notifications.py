@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from engine.alerting.watchdog import DeadMansSwitch, check
 from engine.chart import ChartMark, render_chart, unit_of, warm_up_charts
 from engine.errors import ConfigError, RecordUnavailable
 from engine.intake.pull import alert_graph
+from engine.supervise import stopped_within
 from storage.notify_store import NotifyStore
 from storage.record import Record
 from storage.redis_lease import RedisLeader
@@ -107,8 +107,7 @@ async def watch_heartbeat(
                 rt.dispatcher.wake()
         except RecordUnavailable as exc:
             log.warning("watchdog check skipped: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+        await stopped_within(stop, every)
 
 
 class ChartMaker:

@@ -198,7 +198,7 @@ def _from_observation(
     alive = alert is not None and alert.status != "resolved"
     anomaly = obs.anomaly
     if obs.transition == "closed":
-        return _resolved(alert, obs.signal.ts, obs.signal.value) if alive and alert else None
+        return resolution(alert, obs.signal.ts, obs.signal.value) if alive and alert else None
     if anomaly is None:
         return None
     severity = _anomaly_severity(anomaly, obs.signal.severity, policy)
@@ -255,7 +255,7 @@ def _from_alert_signal(signal: Signal, current: Mapping[str, Alert]) -> AlertCha
     alert = current.get(key)
     alive = alert is not None and alert.status != "resolved"
     if signal.labels.get("status", "firing") == "resolved":
-        return _resolved(alert, signal.ts, alert.value) if alive and alert else None
+        return resolution(alert, signal.ts, alert.value) if alive and alert else None
     if alive:
         assert alert is not None
         if alert.severity == signal.severity and alert.explanation == (signal.text or ""):
@@ -304,7 +304,8 @@ def _external_service(signal: Signal) -> str:
     return signal.service if "." in signal.series else ""
 
 
-def _resolved(alert: Alert, ts: float, value: float | None) -> AlertChange:
+def resolution(alert: Alert, ts: float, value: float | None = None) -> AlertChange:
+    """The alert resolved at `ts` (its next version)."""
     return AlertChange(
         replace(
             alert, status="resolved", resolved_at=ts, updated_at=ts, value=value, version=alert.version + 1

@@ -2,8 +2,8 @@
 
 Prometheus setups keep one alert firing on purpose (`Watchdog`, `vector(1)`), which
 Alertmanager re-sends every `repeat_interval`. Its arrivals are heartbeats, not alerts:
-the worker records when each came (never announcing it), and `DeadMansSwitch.check`
-opens a critical "alerting pipeline is silent" alert once none has come for `timeout_s`,
+the worker records when each came (never announcing it), and `check` (run by a loop on
+the dispatching node) opens a critical "alerting pipeline is silent" alert once none has come for `timeout_s`,
 and resolves it when they come again. Nothing is said about a pipeline that never sent
 a heartbeat: a setup without a Watchdog is not an outage.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
-from engine.alerting.alerts import Alert, AlertChange, short_id
+from engine.alerting.alerts import Alert, AlertChange, resolution, short_id
 from engine.ports import RecordTransaction
 from engine.text import duration
 
@@ -54,10 +54,7 @@ class DeadMansSwitch:
             return AlertChange(self._alert(last_beat, now), "opened")
         if silent_for <= self.timeout_s and firing:
             assert current is not None
-            ended = replace(
-                current, status="resolved", resolved_at=now, updated_at=now, version=current.version + 1
-            )
-            return AlertChange(ended, "resolved")
+            return resolution(current, now)
         return None
 
     def _alert(self, last_beat: float, now: float) -> Alert:

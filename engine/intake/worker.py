@@ -29,6 +29,7 @@ from engine.ports import (
     SignalRecord,
 )
 from engine.signal import Signal
+from engine.supervise import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -335,13 +336,13 @@ class Worker:
                         "%s paused: %s (retrying every ≤%.0fs)", self.name, exc, self.config.retry_max_s
                     )
                     failing = type(exc).__name__
-                await _sleep_or_stop(stop, delay)
+                await stopped_within(stop, delay)
                 delay = min(delay * 2, self.config.retry_max_s)
                 continue
             except Exception:  # never let a worker die silently: log loudly, back off, go on
                 log.exception("%s: unexpected error; retrying in %.1fs", self.name, delay)
                 failing = "unexpected error"
-                await _sleep_or_stop(stop, delay)
+                await stopped_within(stop, delay)
                 delay = min(delay * 2, self.config.retry_max_s)
                 continue
             if failing:
@@ -377,10 +378,3 @@ class Worker:
             await self.sink.notify(change.alert, change.change)
         except Exception:  # a notifier's failure must not stop recording
             log.exception("notifying %s alert %s failed", change.change, change.alert.id)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

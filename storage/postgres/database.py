@@ -47,28 +47,24 @@ def _changed(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-class _PgConnection:
-    """Statements on one connection (inside a transaction)."""
+class _Statements:
+    """Statements on a pool (each on any free connection) or on one connection (a transaction):
+    asyncpg gives both the same `fetch`, `execute` and `executemany`."""
 
     dialect: Dialect = "postgres"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+    def __init__(self, target: asyncpg.Pool | asyncpg.Connection) -> None:
+        self.target = target
 
     async def rows(self, sql: str, params: Sequence[Any] = (), what: str = "reading") -> list[Sequence[Any]]:
-        return list(await pg_guarded(lambda: self.conn.fetch(_numbered(sql), *params), what))
+        return list(await pg_guarded(lambda: self.target.fetch(_numbered(sql), *params), what))
 
     async def execute(self, sql: str, params: Sequence[Any] = (), what: str = "writing") -> int:
-        return _changed(await pg_guarded(lambda: self.conn.execute(_numbered(sql), *params), what))
+        return _changed(await pg_guarded(lambda: self.target.execute(_numbered(sql), *params), what))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], what: str = "writing") -> None:
         if rows:
-            await pg_guarded(lambda: self.conn.executemany(_numbered(sql), rows), what)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Database]:
-        async with self.conn.transaction():  # a savepoint when already inside one
-            yield self
+            await pg_guarded(lambda: self.target.executemany(_numbered(sql), rows), what)
 
     def greatest(self, a: str, b: str) -> str:
         return f"GREATEST({a}, {b})"
@@ -79,16 +75,33 @@ class _PgConnection:
     def joined_ids(self, column: str) -> str:
         return f"string_agg({column}::text, ',')"
 
+
+class _InTransaction(_Statements):
+    """The statements of one transaction, on the connection it holds."""
+
+    target: asyncpg.Connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        async with self.target.transaction():  # a savepoint inside the transaction
+            yield self
+
     async def close(self) -> None:
         return None
 
 
-class PostgresDatabase(_PgConnection):
+class PostgresDatabase(_Statements):
     """A pool of connections: reads take any, a transaction keeps one until it ends."""
 
+    target: asyncpg.Pool
+
     def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float = 10.0) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.acquire_timeout_s = acquire_timeout_s
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.target
 
     @classmethod
     async def connect(cls, url: str, *, timeout_s: float = 10.0, max_size: int = 10) -> PostgresDatabase:
@@ -100,16 +113,6 @@ class PostgresDatabase(_PgConnection):
             raise RecordUnavailable(f"cannot connect to PostgreSQL at {hide_password(url)}: {exc}") from exc
         return cls(pool, timeout_s)
 
-    async def rows(self, sql: str, params: Sequence[Any] = (), what: str = "reading") -> list[Sequence[Any]]:
-        return list(await pg_guarded(lambda: self.pool.fetch(_numbered(sql), *params), what))
-
-    async def execute(self, sql: str, params: Sequence[Any] = (), what: str = "writing") -> int:
-        return _changed(await pg_guarded(lambda: self.pool.execute(_numbered(sql), *params), what))
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], what: str = "writing") -> None:
-        if rows:
-            await pg_guarded(lambda: self.pool.executemany(_numbered(sql), rows), what)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
         conn = await pg_guarded(
@@ -119,7 +122,7 @@ class PostgresDatabase(_PgConnection):
             transaction = conn.transaction()
             await pg_guarded(transaction.start, "starting a transaction")
             try:
-                yield _PgConnection(conn)
+                yield _InTransaction(conn)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await transaction.rollback()

@@ -33,13 +33,14 @@ class PostgresRecord(Record):
         return record
 
     async def migrate(self) -> int:
-        """Apply pending migrations, each in its own transaction; return the version in force."""
-        pool = self.db.pool
-        async with pool.acquire() as conn:
+        """Apply pending migrations (one transaction, a savepoint per version); return the version
+        in force. A server that does not answer is RecordUnavailable, as for every other call."""
+        return await pg_guarded(self._migrate, "migrating the schema")
+
+    async def _migrate(self) -> int:
+        async with self.db.pool.acquire(timeout=self.db.acquire_timeout_s) as conn:
             async with conn.transaction():
-                await pg_guarded(
-                    lambda: conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK), "migrating"
-                )
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
                 await conn.execute("CREATE TABLE IF NOT EXISTS sigops_schema (version INTEGER NOT NULL)")
                 version = await conn.fetchval("SELECT max(version) FROM sigops_schema") or 0
                 for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
