@@ -5,11 +5,15 @@ through the ensemble (`engine/ensemble.py`) and gets an `Assessment`; hysteresis
 decides what is an anomaly episode: a higher score opens one than keeps it open, and a
 quiet period closes it. A series that opens again soon after closing is flapping: its
 episode then stays open until a much longer calm, so people hear about it once.
+
+Only news opens an episode. Soon after one closed, only a much stronger point opens
+another (the refractory period: real series ring after an incident), and a point much
+weaker than the series' strongest surprise of late (which fades by half in ~350 of its
+points) does not open one: a 7σ blip the day after a 40σ incident is not news.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,8 +56,12 @@ class Hysteresis:
     flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
     # Soon after an episode closed (in the series' own points), only a much stronger point
     # opens another: real series ring after an incident, and each ring is not news.
-    refractory_points: float = 300.0
+    refractory_points: float = 600.0
     refractory_score: float = 0.97  # |z| ≈ 7
+    # A point opens an episode only if its |z| is at least this share of the series' recent
+    # peak |z|, which decays by `peak_decay` per point: a repeat of a recent surprise is not news.
+    novelty: float = 0.8
+    peak_decay: float = 0.998
 
 
 @dataclass(slots=True)
@@ -65,6 +73,7 @@ class Episode:
     opened_at: float = 0.0
     closed_at: float = 0.0
     flapping: bool = False
+    peak: float = 0.0  # the strongest |z| of late (decaying): what a new surprise must approach
 
 
 @dataclass(slots=True)
@@ -89,10 +98,11 @@ class Observation:
     open: bool = False
 
 
-# format version, open, quiet, opened_at, closed_at, flapping, arrived_at (format 3)
-_EPISODE = struct.Struct("<B?Hdd?d")
+# format version, open, quiet, opened_at, closed_at, flapping, arrived_at, peak (format 4)
+_EPISODE = struct.Struct("<B?Hdd?df")
+_EPISODE_V3 = struct.Struct("<B?Hdd?d")  # read, for states saved before the peak was kept
 _EPISODE_V2 = struct.Struct("<B?Hdd?")  # read, for states saved before arrival times were kept
-_FORMAT = 3
+_FORMAT = 4
 # A series whose last point arrived this much later than its timestamp is being backfilled,
 # not reporting live: it cannot be "silent" until it reports live again.
 LIVE_LAG_S = 600.0
@@ -134,9 +144,13 @@ class Detection:
         policy, episode = self.policy, state.episode
         transition: Transition = None
         strong = verdict.score >= policy.open_score
-        if strong and not episode.open and episode.closed_at:
-            since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
-            strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
+        magnitude = abs(verdict.z)
+        if strong and not episode.open:
+            if episode.closed_at:
+                since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
+                strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
+            strong = strong and magnitude >= policy.novelty * episode.peak
+        episode.peak = max(episode.peak * policy.peak_decay, magnitude)
         if strong:
             episode.quiet = 0
             if not episode.open:
@@ -171,8 +185,7 @@ class Detection:
                 # keeps it open, and calm points after that close it.
                 state.episode.open, state.episode.opened_at, state.episode.quiet = True, now, 0
                 model = state.model
-                ratio = quiet / max(model.gap, 1e-9) / self.detector.silence_factor
-                z = min(10.0, 4.0 + math.log2(ratio + 1) * 2)
+                z = self.detector.silence_z(model, quiet)
                 found.append(
                     Anomaly(
                         id=f"silence:{name}:{int(model.last_ts)}",
@@ -229,26 +242,30 @@ class Detection:
         e = state.episode
         quiet = min(e.quiet, 65535)
         episode = _EPISODE.pack(
-            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at
+            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at, e.peak
         )
         return episode + self.detector.pack(state.model)
 
     def _unpack(self, blob: bytes) -> SeriesState | None:
+        peak = 0.0  # states saved before the peak was kept: every surprise is news again
         try:
             if blob[:1] == bytes([2]):  # before arrival times: take the last point's time
                 _, is_open, quiet, opened_at, closed_at, flapping = _EPISODE_V2.unpack_from(blob)
                 model = self.detector.unpack(blob[_EPISODE_V2.size :])
                 arrived_at = model.last_ts
+            elif blob[:1] == bytes([3]):
+                _, is_open, quiet, opened_at, closed_at, flapping, arrived_at = _EPISODE_V3.unpack_from(blob)
+                model = self.detector.unpack(blob[_EPISODE_V3.size :])
             else:
-                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at = _EPISODE.unpack_from(
-                    blob
+                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at, peak = (
+                    _EPISODE.unpack_from(blob)
                 )
                 if version != _FORMAT:
                     return None
                 model = self.detector.unpack(blob[_EPISODE.size :])
         except (struct.error, ValueError):
             return None  # state from another version: relearn rather than crash
-        episode = Episode(is_open, quiet, opened_at, closed_at, flapping)
+        episode = Episode(is_open, quiet, opened_at, closed_at, flapping, peak)
         return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
 
 

@@ -20,6 +20,14 @@ the cost near 10 µs a point):
   hour's buckets have three days of history.
 - silence: a series that reports again after a gap far longer than its usual gap
   (live, `Detection.sweep` also finds series that stopped and have not come back).
+  "Far longer" is judged against the series' own cadence: a road sensor whose gaps are
+  irregular learns how long a gap it shows once in a few hundred, and only a longer one
+  is news.
+
+Each detector is calibrated against the series itself: how far out its points usually
+stray (the point detectors), and how strong the shifts and drifts it shows now and then
+are (counted once per episode, not per point), so a series that is often surprising
+needs a bigger surprise to be news.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ _SIGMA_PER_MAD = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absol
 _TAIL_P = 0.001
 _GAUSSIAN_TAIL_Z = 3.29  # P(|z| > 3.29) = 0.001 for a standard normal
 _NORMAL = NormalDist()
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 BUCKETS = 48
 
 
@@ -60,6 +69,9 @@ class SeriesModel:
     l_fit: float = 0.8  # EW mean |level z|
     s_fit: float = 9.0  # EW mean |seasonally adjusted z|: near 0.8 when the seasonal model fits
     tail: float = _GAUSSIAN_TAIL_Z  # the |z| this series' points exceed one time in a thousand
+    gap_tail: float = 6.0  # the gap, in usual gaps, this series exceeds about once in 500 gaps
+    move_tail: float = _GAUSSIAN_TAIL_Z  # the shift/drift |z| it reaches about once in 1000 points
+    moving: bool = False  # the last point's shift/drift |z| was past move_tail (one episode)
     s_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # offsets
     s_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))
     s_days: bytearray = field(default_factory=lambda: bytearray(BUCKETS))  # distinct days, capped
@@ -153,13 +165,13 @@ class EnsembleDetector:
         silent_for = 0.0
         if gap > 0:
             usual = m.gap
-            if (
-                n >= self.warmup
-                and usual > 0
-                and gap > self.silence_factor * usual
-                and gap > self.silence_min_s
-            ):
-                silent_for = gap
+            factor = max(self.silence_factor, m.gap_tail)
+            if usual > 0:  # learn how long a gap this series shows now and then
+                m.gap_tail *= _GAP_TAIL_UP if gap > m.gap_tail * usual else _GAP_TAIL_DOWN
+                m.gap_tail = max(m.gap_tail, self.silence_factor)
+            if usual > 0 and gap > factor * usual:
+                if n >= self.warmup and gap > self.silence_min_s:
+                    silent_for = gap  # a long gap teaches neither the usual gap nor the models
             else:
                 m.gap = gap if usual == 0 else usual + 0.05 * (gap - usual)
             m.last_ts = ts
@@ -287,6 +299,16 @@ class EnsembleDetector:
         m.tail = max(m.tail, _GAUSSIAN_TAIL_Z)
         calibration = min(1.0, (_GAUSSIAN_TAIL_Z + self.tail_margin) / m.tail)
         raw_z, z_point = z_point, z_point * calibration
+        # Shifts and drifts last many points: their tail counts each episode once, so one
+        # long shift does not teach the series that shifts are common.
+        raw = min(max(abs(z_shift), abs(z_drift)), 20.0)
+        moving = raw > m.move_tail
+        m.move_tail += self.tail_rate * ((1.0 if moving and not m.moving else 0.0) - _TAIL_P)
+        m.move_tail = max(m.move_tail, _GAUSSIAN_TAIL_Z)
+        m.moving = moving
+        move_calibration = min(1.0, (_GAUSSIAN_TAIL_Z + self.tail_margin) / m.move_tail)
+        z_shift *= move_calibration
+        z_drift *= move_calibration
 
         # Combine: the strongest signal wins; each detector that fired is named.
         z = z_point
@@ -307,8 +329,7 @@ class EnsembleDetector:
             note = f"this series often strays far: {abs(raw_z):.1f}σ counts as {abs(z):.1f}σ"
         if silent_for:
             drivers.append("silence")
-            ratio = silent_for / max(m.gap, 1e-9) / self.silence_factor
-            z_silence = min(10.0, 4.0 + math.log2(ratio + 1) * 2)
+            z_silence = self.silence_z(m, silent_for)
             if z_silence > abs(z):
                 z = z_silence
             note = f"silent for {duration(silent_for)} (usually every {duration(m.gap)})"
@@ -317,13 +338,22 @@ class EnsembleDetector:
         return Assessment(score_of(z), z, expected, lower, upper, tuple(drivers), True, note)
 
     def silent_since(self, m: SeriesModel, now: float) -> float:
-        """Seconds the series has been silent beyond its usual gap (0 if not silent)."""
+        """Seconds the series has been silent beyond its usual gaps (0 if not silent)."""
         if m.n < self.warmup or m.gap <= 0:
             return 0.0
         quiet = now - m.last_ts
-        if quiet > self.silence_factor * m.gap and quiet > self.silence_min_s:
+        if quiet > self.silence_after(m) and quiet > self.silence_min_s:
             return quiet
         return 0.0
+
+    def silence_after(self, m: SeriesModel) -> float:
+        """Seconds without a point after which this series counts as silent."""
+        return max(self.silence_factor, m.gap_tail) * m.gap
+
+    def silence_z(self, m: SeriesModel, quiet: float) -> float:
+        """The equivalent |z| of a silence: past the open score, higher the longer it lasts."""
+        ratio = quiet / max(self.silence_after(m), 1e-9)
+        return min(10.0, 4.0 + math.log2(ratio + 1) * 2)
 
     # -- persistence -------------------------------------------------------------
 
@@ -336,17 +366,17 @@ class EnsembleDetector:
             m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
             + m.m_mean.tobytes() + m.m_mad.tobytes()
         )  # fmt: skip
-        return head + tail + _TAIL.pack(m.tail)
+        return head + tail + _TAIL.pack(m.tail) + _CADENCE.pack(m.gap_tail, m.move_tail, m.moving)
 
     def unpack(self, data: bytes) -> SeriesModel:
-        if len(data) not in (STATE_BYTES, _STATE_BYTES_BEFORE_TAIL):
+        if len(data) not in (STATE_BYTES, _STATE_BYTES_BEFORE_CADENCE, _STATE_BYTES_BEFORE_TAIL):
             raise struct.error(f"expected {STATE_BYTES} bytes of state, got {len(data)}")
-        # State saved before the tail estimate was kept starts from a Gaussian's.
-        tail = (
-            _TAIL.unpack_from(data, _STATE_BYTES_BEFORE_TAIL)[0]
-            if len(data) == STATE_BYTES
-            else _GAUSSIAN_TAIL_Z
-        )
+        # State saved by earlier versions starts the estimates it lacks from a Gaussian's.
+        tail, gap_tail, move_tail, moving = _GAUSSIAN_TAIL_Z, self.silence_factor, _GAUSSIAN_TAIL_Z, False
+        if len(data) >= _STATE_BYTES_BEFORE_CADENCE:
+            tail = _TAIL.unpack_from(data, _STATE_BYTES_BEFORE_TAIL)[0]
+        if len(data) == STATE_BYTES:
+            gap_tail, move_tail, moving = _CADENCE.unpack_from(data, _STATE_BYTES_BEFORE_CADENCE)
         head = _HEAD.unpack_from(data)
         at = _HEAD.size
         s_mean, s_mad, s_day = array("f"), array("f"), array("H")
@@ -360,14 +390,18 @@ class EnsembleDetector:
         n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor, slow = head
         return SeriesModel(
             n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit, tail,
-            s_mean, s_mad, s_days, s_day, m_mean, m_mad,
+            gap_tail, move_tail, moving, s_mean, s_mad, s_days, s_day, m_mean, m_mad,
         )  # fmt: skip
 
 
 _HEAD = struct.Struct("<Iddddd ddH?dddd")
 _TAIL = struct.Struct("<f")
+_CADENCE = struct.Struct("<ff?")  # gap_tail, move_tail, moving
 _STATE_BYTES_BEFORE_TAIL = _HEAD.size + 19 * BUCKETS
-STATE_BYTES = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
+_STATE_BYTES_BEFORE_CADENCE = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
+STATE_BYTES = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
+_GAP_TAIL_UP = 2**0.5  # a gap past the estimate moves it up by this factor ...
+_GAP_TAIL_DOWN = 2**-0.001  # ... and any other gap down by this: about one gap in 500 exceeds it
 
 
 def _counts_z(value: float, rate: float, sigma: float) -> float:
@@ -396,10 +430,18 @@ def _poisson_z(value: float, rate: float) -> float:
         total += term
         if term < 1e-12 * total:
             break
-    log_tail = log_p + math.log(total)
-    if log_tail < -700:
-        return 10.0
-    tail = math.exp(log_tail)
-    if tail >= 0.5:
-        return 0.0
-    return min(10.0, -_NORMAL.inv_cdf(tail))  # not inv_cdf(1 - tail): that rounds to 1.0
+    return _normal_z(log_p + math.log(total))
+
+
+def _normal_z(log_tail: float) -> float:
+    """The z a standard normal exceeds with probability exp(log_tail), however small: 550
+    counts where 10 are expected score above 67, not alike at a cap."""
+    if log_tail > -700:
+        tail = math.exp(log_tail)
+        return 0.0 if tail >= 0.5 else -_NORMAL.inv_cdf(tail)  # not inv_cdf(1 - tail): rounds to 1.0
+    # Past what a float holds: P(Z > z) ~ exp(-z²/2) / (z √(2π)), solved by fixed-point steps.
+    depth = -log_tail
+    z = math.sqrt(2.0 * depth)
+    for _ in range(3):
+        z = math.sqrt(2.0 * (depth - math.log(z * _SQRT_2PI)))
+    return z

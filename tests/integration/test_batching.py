@@ -161,11 +161,12 @@ def test_alert_records_do_not_depend_on_batch_boundaries(
 def test_a_backfill_in_one_batch_records_and_announces_every_episode(tmp_path: Path) -> None:
     """Three incidents posted in one request: three alerts, each announced as fired and resolved.
 
-    They are more than the flap window (an hour) apart, so none is the same flapping episode.
+    They are more than the flap window (an hour) apart, so none is the same flapping episode,
+    and each is stronger than the one before, so each is news.
     """
     signals = stream(
         7,
-        [(60, 3, 900.0), (135, 2, 1200.0), (210, 4, 800.0)],
+        [(60, 3, 800.0), (135, 2, 900.0), (210, 4, 1200.0)],
         [(70, "NodeDown", "firing"), (72, "NodeDown", "resolved")],
         points=260,
     )

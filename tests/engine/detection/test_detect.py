@@ -103,6 +103,24 @@ def test_silence_is_found_by_the_sweep_and_after_the_gap() -> None:
     assert detection.sweep(T0 + STEP * 300) == []  # reported once
 
 
+def test_a_series_with_irregular_gaps_is_silent_only_past_its_own_long_gaps() -> None:
+    """A road sensor: one reading every 5 min, but one gap in ten lasts 30-60 min."""
+    rng = random.Random(5)
+    detection, ts, silences = Detection(), T0, []
+    for i in range(3000):
+        ts += 300.0 * (rng.choice((6, 8, 10, 12)) if rng.random() < 0.1 else 1)
+        obs = detection.observe(
+            Signal(f"road-{i}", ts, "t", "metric", "road.speed", rng.gauss(60, 3), {}, None, "info")
+        )
+        if obs.transition == "opened" and obs.anomaly and "silence" in obs.anomaly.detectors:
+            silences.append(i)
+    assert len(silences) <= 3  # 28 times when 6x its usual gap was silence
+    late = detection.observe(
+        Signal("road-late", ts + 86400, "t", "metric", "road.speed", 60.0, {}, None, "info")
+    )
+    assert late.anomaly and "silence" in late.anomaly.detectors  # a day without readings still is
+
+
 def test_silence_is_judged_on_arrival_not_on_the_points_own_times() -> None:
     """Back-dated points (a backfill of last week) do not make a series 'stop reporting'."""
     now = T0 + 7 * 86400
@@ -281,24 +299,34 @@ def test_over_dispersed_counts_are_judged_by_their_own_spread() -> None:
     values = [float(poisson_sample(rng, rng.gammavariate(2.0, 8.0))) for _ in range(3000)]
     values[2500] = 36.0
     values[2800] = 150.0
-    opened = [
-        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
-    ]
+    opened = opened_at(values)
     # A plain Poisson tail found this series anomalous all the time: one endless flapping
     # episode from the first hour, so the real surge at 2800 was never news.
     assert 2500 not in opened and 2800 in opened
     assert len(opened) <= 6  # still a few in two days on a mixture this heavy-tailed
 
 
+def opened_at(values: list[float]) -> list[int]:
+    return [
+        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
+    ]
+
+
 def test_the_ring_after_an_incident_is_not_a_new_alert_but_a_strong_one_is() -> None:
     values = noise(400)
     values[200] = 400.0  # the incident: 20σ
     values[240] = 250.0  # a ring 30 points after it closed: 5σ, below the refractory bar
-    values[260] = 300.0  # 10σ: news even this soon
-    opened = [
-        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
-    ]
-    assert opened == [200, 260]
+    values[300] = 300.0  # 10σ, but half the incident's: still its aftermath
+    values[360] = 700.0  # 50σ: stronger than the incident, news even this soon
+    assert opened_at(values) == [200, 360]
+
+
+def test_a_surprise_weaker_than_a_recent_one_is_not_news_until_that_one_fades() -> None:
+    values = noise(3000)
+    values[200] = 600.0  # an incident: 40σ
+    values[900] = 270.0  # 7σ, 700 points later: past the refractory period, not news next to it
+    values[2800] = 270.0  # the same 7σ once the incident has faded (~2.5 days of points later)
+    assert opened_at(values) == [200, 2800]
 
 
 def test_a_heavy_tailed_series_is_judged_by_its_own_tails() -> None:
@@ -310,9 +338,7 @@ def test_a_heavy_tailed_series_is_judged_by_its_own_tails() -> None:
 
     values = [200.0 + 10.0 * student_t() for _ in range(5000)]
     values[4500] = 200.0 + 10.0 * 60  # a real incident: far outside even these tails
-    opened = [
-        i for i, o in enumerate(map(Detection().observe, points(values))) if o and o.transition == "opened"
-    ]
+    opened = opened_at(values)
     assert 4500 in opened
     assert len(opened) <= 10  # 15 before the tails were learned (3.5 days of points); 1 is true
 
@@ -322,6 +348,24 @@ def test_state_saved_before_the_tail_estimate_still_loads() -> None:
     model = detector.new_state()
     for i, value in enumerate(noise(100)):
         detector.observe(model, T0 + STEP * i, value)
-    old = detector.pack(model)[:-4]  # the layout before the tail estimate was appended
+    packed = detector.pack(model)
+    old = packed[: -4 - 9]  # the layout before the tail estimate was appended
     restored = detector.unpack(old)
     assert restored.n == model.n and restored.level == model.level and restored.tail == 3.29
+    before_cadence = detector.unpack(packed[:-9])  # the layout before the gap and move tails
+    assert before_cadence.tail == pytest.approx(model.tail) and before_cadence.gap_tail == 6.0
+
+
+def test_state_saved_in_the_previous_episode_format_still_loads() -> None:
+    first = Detection()
+    for signal in points(noise(200)):
+        assert signal is not None
+        first.observe(signal)
+    blob = first.dirty_states()["pay.latency"]
+    v3 = bytes([3]) + blob[1:29] + blob[33:]  # format 3: no peak after the arrival time
+    restarted = Detection()
+    restarted.restore({"pay.latency": v3})
+    assert restarted.known("pay.latency")
+    signal = points([*noise(200), 420.0])[200]
+    assert signal is not None
+    assert restarted.observe(signal).transition == "opened"  # its state, not a fresh warm-up
