@@ -13,7 +13,8 @@ window detects it (a one-point spike: on it or the 2 points after); any other al
 including one when the values return to normal after the window, is false.
 Prints precision, recall and F1 by type, mean detection delay in points, false alarms
 per clean series-day, the share of >=5σ spikes and steps caught within 3 points,
-throughput in points/s on one core, and the persisted state per series in bytes.
+throughput in points/s on one core, the persisted state per series in bytes, and `sigops
+detect` end to end on a 1M-row CSV (--cli-rows).
 Then, when ../shared/bench/nab_dev exists, the real-data figures of bench/nab.py.
 """
 
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -166,6 +169,9 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=20, help="series per anomaly type")
     parser.add_argument("--clean", type=int, default=40, help="clean series (a week each)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cli-rows", type=int, default=1_000_000, help="rows of the CSV `sigops detect` replays (0: skip)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     cases = [make_case(rng, kind, i, 4.5) for kind in TYPES for i in range(args.series)]
@@ -214,11 +220,35 @@ def main() -> None:
     print(f">=5σ spikes, dips and steps caught within 3 points: {fast[0]}/{fast[1]}")
     print(f"throughput: {points / seconds:,.0f} points/s on one core (whole ensemble + hysteresis)")
     print(f"state per series: {state_bytes(Detection())} bytes")
+    if args.cli_rows:
+        cli_throughput(args.cli_rows, rng)
     if nab.KIT.exists():
         print()
         nab.run(nab.KIT)
     else:
         print(f"(no NAB dev kit at {nab.KIT}: real-data figures skipped)")
+
+
+def cli_throughput(rows: int, rng: random.Random) -> None:
+    """`sigops detect` end to end on a generated CSV: start-up, parse, detect, write."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp, "series.csv")
+        with source.open("w") as out:
+            out.write("timestamp,value\n")
+            start = time.time() - STEP * rows  # ending now: points in the future are refused
+            out.writelines(
+                f"{start + STEP * i:.0f},{100 + 10 * math.sin(i / 229) + rng.gauss(0, 2):.3f}\n"
+                for i in range(rows)
+            )
+        sigops = Path(sys.executable).with_name("sigops")
+        started = time.perf_counter()
+        subprocess.run(
+            [str(sigops), "detect", str(source), "--out", str(Path(tmp, "scored.csv"))],
+            check=True,
+            capture_output=True,
+        )
+        spent = time.perf_counter() - started
+    print(f"sigops detect on a {rows:,}-row CSV: {spent:.1f} s = {rows / spent:,.0f} points/s end to end")
 
 
 if __name__ == "__main__":

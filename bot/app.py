@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bot.console import ConsoleNotifier
 from bot.parts.answers import build_core, build_narrator, choose_embedder, standalone_core
+from bot.parts.detection import build_detection
 from bot.parts.front_ends import access_of, attach_front_ends, start_chat_front_ends
 from bot.parts.notifications import (
     ChartMaker,
@@ -25,7 +26,7 @@ from bot.parts.notifications import (
     start_notifications,
 )
 from bot.parts.scheduling import brief_schedules, prune_old_signals, pull_sources, start_scheduler
-from bot.parts.stores import build_detection, build_processor, make_redis, open_stores
+from bot.parts.stores import build_processor, make_redis, open_stores
 from bot.parts.web import start_http
 from bot.parts.workers import start_workers
 from bot.runtime import Runtime

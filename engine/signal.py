@@ -53,6 +53,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FIELDS = frozenset({"id", "ts", "source", "kind", "series", "value", "labels", "text", "severity"})
 
 
+def _iso_seconds(text: str, raw: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{raw[:40]!r} is neither ISO-8601 (2026-11-22T08:00:00Z) nor epoch seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
 def parse_timestamp(raw: Any, *, now: float | None = None) -> float:
     """Turn ISO-8601 text or epoch seconds into epoch seconds (UTC), or raise ValueError."""
     if isinstance(raw, bool):
@@ -63,18 +73,13 @@ def parse_timestamp(raw: Any, *, now: float | None = None) -> float:
         text = raw.strip()
         if not text:
             raise ValueError("empty timestamp")
-        try:
-            ts = float(text)
-        except ValueError:
+        if len(text) >= 10 and text[4] == "-":  # looks like a date: skip the float attempt
+            ts = _iso_seconds(text, raw)
+        else:
             try:
-                parsed = datetime.fromisoformat(text)
+                ts = float(text)
             except ValueError:
-                raise ValueError(
-                    f"{raw[:40]!r} is neither ISO-8601 (2026-11-22T08:00:00Z) nor epoch seconds"
-                ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            ts = parsed.timestamp()
+                ts = _iso_seconds(text, raw)
     elif isinstance(raw, datetime):
         ts = (raw if raw.tzinfo else raw.replace(tzinfo=UTC)).timestamp()
     else:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bot.parts.detection import build_detection
 from bot.settings import Settings
 from engine.alerting.alerts import AlertPolicy
-from engine.detection.detect import Detection, Hysteresis
-from engine.detection.ensemble import EnsembleDetector, LocalHours
 from engine.errors import QueueUnavailable
 from engine.intake.worker import SignalProcessor
 from storage.keys import Keys
@@ -22,18 +21,6 @@ from storage.redis_stream import RedisSignalQueue, connect, connect_sentinel
 from storage.sqlite import SqliteRecord
 
 log = logging.getLogger(__name__)
-
-
-def build_detection(settings: Settings) -> Detection:
-    """The detector ensemble and hysteresis as configured (shared by `serve` and `detect`)."""
-    return Detection(
-        EnsembleDetector(warmup=settings.detect_warmup, hours=LocalHours(settings.tz)),
-        Hysteresis(
-            open_score=settings.detect_open_score,
-            keep_score=settings.detect_keep_score,
-            quiet_points=settings.detect_quiet_points,
-        ),
-    )
 
 
 def make_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:

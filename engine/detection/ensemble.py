@@ -261,10 +261,13 @@ class EnsembleDetector:
         m.slow += self.drift_rate * (forecast - m.slow)
         if abs(z_drift) < 2.5:  # learn what is usual only from usual moves
             surprise = move - usual
-            for index, weight in ((i0, 1.0 - w), (i1, w)):
-                rate = self.drift_learn * weight
-                m.m_mean[index] += rate * surprise
-                m.m_mad[index] += rate * (abs(surprise) - m.m_mad[index])
+            m_mean, m_mad = m.m_mean, m.m_mad
+            rate = self.drift_learn * (1.0 - w)  # the two neighbouring hours, unrolled (hot path)
+            m_mean[i0] += rate * surprise
+            m_mad[i0] += rate * (abs(surprise) - m_mad[i0])
+            rate = self.drift_learn * w
+            m_mean[i1] += rate * surprise
+            m_mad[i1] += rate * (abs(surprise) - m_mad[i1])
 
         # Learn, clipping what an outlier can teach once warm.
         limit = self.clip * sigma
@@ -279,14 +282,21 @@ class EnsembleDetector:
         day = int(ts // 86400) & 0xFFFF
         s_limit = self.clip * s_sigma
         r_learn = max(-s_limit, min(s_limit, r_season)) if bucket_ready else r_season
-        for index, weight in ((i0, 1.0 - w), (i1, w)):
-            if m.s_day[index] != day:
-                m.s_day[index] = day
-                if m.s_days[index] < 255:
-                    m.s_days[index] += 1
-            rate = self.season_rate * weight
-            m.s_mean[index] += rate * r_learn
-            m.s_mad[index] += rate * (abs(r_learn) - m.s_mad[index])
+        s_day, s_days, s_mean, s_mad = m.s_day, m.s_days, m.s_mean, m.s_mad
+        if s_day[i0] != day:
+            s_day[i0] = day
+            if s_days[i0] < 255:
+                s_days[i0] += 1
+        if s_day[i1] != day:
+            s_day[i1] = day
+            if s_days[i1] < 255:
+                s_days[i1] += 1
+        rate = self.season_rate * (1.0 - w)
+        s_mean[i0] += rate * r_learn
+        s_mad[i0] += rate * (abs(r_learn) - s_mad[i0])
+        rate = self.season_rate * w
+        s_mean[i1] += rate * r_learn
+        s_mad[i1] += rate * (abs(r_learn) - s_mad[i1])
         m.n = n + 1
         if not warm:
             return None
