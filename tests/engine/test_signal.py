@@ -5,9 +5,19 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import InvalidSignal
-from engine.signal import parse_timestamp, signals_from_json, signals_to_json, validate_batch, validate_signal
+from engine.signal import (
+    SignalInput,
+    parse_timestamp,
+    plain_signal,
+    signals_from_json,
+    signals_to_json,
+    validate_batch,
+    validate_signal,
+)
 
 NOW = 1_795_330_000.0
 
@@ -96,3 +106,114 @@ def test_round_trip_through_the_stream_format() -> None:
     ]
     assert signals_from_json(signals_to_json(signals)) == signals
     assert signals[0].service == "pay" and signals[1].service == "a"
+
+
+_ISO = [
+    "2026-11-30T10:00:00Z",
+    "2026-11-30 10:00:00",
+    "2026-11-30T10:00:00+02:00",
+    "1795000000",
+    " 1795000000.5 ",
+]
+_NAMES = st.sampled_from(["shop.latency", " a.b ", "x" * 200, "x" * 201, "a\x01b", "", "api", " "]) | st.text(
+    max_size=12
+)
+
+
+def _mostly(usual: st.SearchStrategy, odd: st.SearchStrategy) -> st.SearchStrategy:
+    """Usually a plain value a sender would post, now and then an odd one."""
+    return st.one_of(usual, usual, usual, odd)
+
+
+_fields = {
+    "id": _mostly(
+        st.text(max_size=12) | st.integers(0, 10**6),
+        st.none() | st.booleans() | st.text(min_size=120, max_size=140),
+    ),
+    "ts": _mostly(
+        st.floats(1.6e9, 1.79e9) | st.integers(1_600_000_000, 1_790_000_000) | st.sampled_from(_ISO),
+        st.floats() | st.integers(-(10**13), 10**13) | st.text(max_size=25) | st.booleans() | st.none(),
+    ),
+    "source": _mostly(_NAMES, st.none() | st.integers() | st.text(min_size=60, max_size=70)),
+    "kind": _mostly(
+        st.sampled_from(["metric", "event", " Alert ", "CHANGE", "log"]),
+        st.sampled_from(["bogus", ""]) | st.integers(),
+    ),
+    "value": _mostly(
+        st.floats(-1e9, 1e9) | st.integers(-1000, 1000),
+        st.none()
+        | st.floats()
+        | st.integers(-(2**60), 2**60)
+        | st.sampled_from(["1.5", "x"])
+        | st.booleans(),
+    ),
+    "labels": _mostly(
+        st.dictionaries(st.sampled_from(["service", "host", "", "k" * 65]), st.text(max_size=8), max_size=3),
+        st.none()
+        | st.dictionaries(
+            st.text(max_size=70),
+            st.one_of(st.text(max_size=600), st.integers(), st.booleans(), st.none()),
+            max_size=35,
+        )
+        | st.lists(st.integers(), max_size=2),
+    ),
+    "text": _mostly(st.none() | st.text(max_size=20), st.integers() | st.just("x" * 8193)),
+    "severity": _mostly(
+        st.sampled_from(["info", "WARN", "err", "critical", " Page "]),
+        st.none() | st.just("meh") | st.integers(),
+    ),
+    "host": st.text(max_size=5),  # an extra field: the careful path turns it into a label
+}
+_records = st.fixed_dictionaries({"series": _NAMES}, optional=_fields)
+_printable = st.text(
+    st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="\x7f"), min_size=1, max_size=40
+)
+_plain_records = st.fixed_dictionaries(
+    {"series": _printable.filter(str.strip), "value": st.floats(-1e12, 1e12) | st.integers(-(10**9), 10**9)},
+    optional={
+        "id": _printable | st.integers(0, 10**9),
+        "ts": st.floats(1.6e9, 1.79e9) | st.integers(1_600_000_000, 1_790_000_000) | st.sampled_from(_ISO),
+        "source": _printable.filter(str.strip),
+        "kind": st.sampled_from(["metric", "event", " Alert ", "CHANGE", "log"]),
+        "labels": st.dictionaries(_printable, st.text(max_size=30), max_size=5),
+        "text": st.none() | st.text(max_size=50),
+        "severity": st.sampled_from(["info", "WARN", "err", "critical", " Page ", "notice"]),
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(record=_records)
+def test_the_fast_path_of_validation_makes_what_the_careful_one_does(record: dict) -> None:
+    """Whatever a sender posts, the plain fast path either declines it or agrees exactly."""
+    fast = plain_signal(record)
+    if fast is None:
+        return
+    careful = SignalInput.model_validate(record).to_signal()  # must accept what the fast path did
+    if "ts" not in record or record["ts"] is None:
+        careful.ts = fast.ts  # both stamped 'now', a moment apart
+        careful.id = fast.id if record.get("id") in (None, "") else careful.id
+    assert fast == careful
+
+
+@settings(max_examples=500, deadline=None)
+@given(record=_plain_records)
+def test_plain_records_take_the_fast_path_and_agree(record: dict) -> None:
+    careful = SignalInput.model_validate(record).to_signal()
+    fast = plain_signal(record)
+    assert fast is not None, "a plain record went the slow way"
+    if "ts" not in record:
+        careful.ts = fast.ts
+        careful.id = careful.id if record.get("id") not in (None, "") else fast.id
+    assert fast == careful
+
+
+def test_the_usual_shapes_take_the_fast_path() -> None:
+    usual = [
+        {"series": "shop.latency", "value": 12.5, "ts": 1_795_000_000, "labels": {"service": "shop"}},
+        {"series": "shop.deploy", "kind": "change", "text": "v2", "ts": "2026-11-30T10:00:00Z", "id": "d1"},
+        {"series": "shop.errors", "value": 3, "severity": "WARN", "source": "vector"},
+    ]
+    assert all(plain_signal(record) is not None for record in usual)
+    assert plain_signal({"series": "a.b", "value": "1.5"}) is None  # text for a number: converted carefully
+    assert validate_batch([{"series": "a.b", "value": "1.5"}])[0][0].value == 1.5
