@@ -89,7 +89,8 @@ def replay(points: Iterable[Point], detection: Detection, series: str = "replay"
     `anomaly` is 1 on every abnormal point; `alert` is 1 only where an alert would open for
     a person with these settings (an episode opening), the column to judge noise by.
     """
-    keep_score, observe, no_labels = detection.policy.keep_score, detection.observe, {}
+    keep_score, observe = detection.policy.keep_score, detection.observe
+    no_labels: dict[str, str] = {}
     for point in points:
         obs = observe(
             Signal(
