@@ -115,8 +115,15 @@ class RetrievalAnswerer:
         all_anomalies = await self.source.recent_anomalies(earliest, limit=20_000)
         anomalies = [a for a in all_anomalies if _in(a.ts, a.series, a.service, q, since)]
         hits = await self.retriever.search(_narrowed(q, since)) if self.retriever else []
+        if self.retriever and _open_ended(q) and not any(h.lexical > 0 for h in hits):
+            # "tell me about the TLS certificate": what names it may be older than a day
+            hits = await self.retriever.search(_narrowed(q, now - TEXT_LOOKBACK_S))
         if _off_topic(question, q, hits):
             return _only(q, OFF_TOPIC.format(services=known))
+        if _open_ended(q) and not _DOMAIN.search(question) and not _ASKS_FIRING.search(question):
+            found = [h for h in hits if h.lexical > 0 and h.doc.kind not in ("alert", "anomaly")]
+            if found:  # a lookup of something named in events, logs or changes: answer with those
+                return self._mentions(q, found)
         answer = self._compose(
             q,
             since,
@@ -223,9 +230,11 @@ class RetrievalAnswerer:
         if _ASKS_RESOLUTION.search(q.text):  # answer who and how in the summary itself
             summary += [_resolution_line(a) for a in alerts if a.status == "resolved" and a.resolved_by][:5]
         firing = [a for a in alerts if a.status != "resolved"]
-        if firing and _ASKS_FIRING.search(q.text):  # every one of them, not the top few
+        if _ASKS_FIRING.search(q.text):  # every firing one, not the top few; not the resolved
             listed = "; ".join(f"{a.name} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
-            summary.append(f"Still firing ({len(firing)}): {listed}.")
+            summary.append(f"Still firing ({len(firing)}): {listed}." if firing else "Nothing is firing.")
+            ended = {a.id for a in alerts if a.status == "resolved"}
+            evidence = [e for e in evidence if e.id not in ended]
             shown = {e.id for e in evidence}
             evidence += [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
         _add_text_evidence(evidence, hits, cap=max(16, len(evidence) + 4))  # room for text still
@@ -245,6 +254,32 @@ class RetrievalAnswerer:
             since=since,
             until=q.until,
         )
+
+    def _mentions(self, q: Question, found: Sequence[Hit]) -> Answer:
+        """The answer to a lookup ("tell me about the TLS certificate"): the records that name it."""
+        top = sorted(found, key=lambda h: (-h.lexical, -h.score))[:5]
+        lines = [f"{h.doc.text} [{h.doc.short_id}] ({self._day_hhmm(h.doc.ts)})" for h in top]
+        summary = [f"Found in the record ({len(found)} match(es)): " + "; ".join(lines[:3]) + "."]
+        evidence = [Evidence(h.doc.short_id, h.doc.kind, h.doc.ts, h.doc.text) for h in top]
+        since = min(q.since, *(h.doc.ts for h in top))
+        return Answer(
+            q.text,
+            q.until - since,
+            q.services,
+            summary,
+            evidence,
+            {"matches": float(len(found))},
+            window=q.window,
+            intent=q.intent,
+            since=since,
+            until=q.until,
+        )
+
+    def _day_hhmm(self, ts: float) -> str:
+        when, today = datetime.fromtimestamp(ts, self.tz), datetime.fromtimestamp(self.clock(), self.tz)
+        days = (today.date() - when.date()).days
+        day = "today" if days == 0 else "yesterday" if days == 1 else when.strftime("%a %d %b")
+        return f"{day} {when:%H:%M}"
 
     def _hhmm(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).strftime("%H:%M")
@@ -286,7 +321,14 @@ _ASKS_RESOLUTION = re.compile(
     r"\b(who\s+(resolved|fixed|closed|handled)|resolution|fix(ed)?|what\s+(was|did)\b.*\b(do|done|fix))\b",
     re.I,
 )
-_ASKS_FIRING = re.compile(r"\b(still\s+(firing|open)|firing|open alerts?|unresolved|not resolved)\b", re.I)
+_ASKS_FIRING = re.compile(
+    r"\b(still\s+(firing|open)|firing|open alerts?|unresolved|not resolved|open (right )?now|"
+    r"what(')?s open|anything open)\b",
+    re.I,
+)
+# A lookup of something named (no service, no time) searches events and logs this far back
+# when the last day has nothing that names it.
+TEXT_LOOKBACK_S = 7 * 86400
 
 OFF_TOPIC = (
     "I answer questions about the signals SigOps records: alerts, anomalies, changes, events and "
@@ -304,9 +346,14 @@ _DOMAIN = re.compile(
 )
 
 
+def _open_ended(q: Question) -> bool:
+    """The question names no service, series, time, change or comparison."""
+    return not (q.services or q.series or q.explicit_window or q.since_change or q.compare)
+
+
 def _off_topic(text: str, q: Question, hits: Sequence[Hit]) -> bool:
     """Not a question about the signals at all ("what is 2+2", "tell me a joke")."""
-    if q.services or q.series or q.explicit_window or q.since_change or q.compare:
+    if not _open_ended(q) or _ASKS_FIRING.search(text):
         return False
     if _ARITHMETIC.search(text):
         return True
