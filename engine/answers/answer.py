@@ -233,8 +233,8 @@ class RetrievalAnswerer:
         if _ASKS_FIRING.search(q.text):  # every firing one, not the top few; not the resolved
             listed = "; ".join(f"{a.name} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
             summary.append(f"Still firing ({len(firing)}): {listed}." if firing else "Nothing is firing.")
-            ended = {a.id for a in alerts if a.status == "resolved"}
-            evidence = [e for e in evidence if e.id not in ended]
+            resolved = {a.id for a in alerts if a.status == "resolved"}
+            evidence = [e for e in evidence if e.id not in resolved]
             shown = {e.id for e in evidence}
             evidence += [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
         _add_text_evidence(evidence, hits, cap=max(16, len(evidence) + 4))  # room for text still
