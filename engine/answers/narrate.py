@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -107,7 +108,9 @@ class ModelAnswerer:
         )
         notes = []
         if unverified:
-            notes.append("⚠ figures not found in the record: " + ", ".join(unverified))
+            notes.append(
+                "⚠ figures not found in the record for what they are said of: " + ", ".join(unverified)
+            )
         if unknown:
             notes.append("⚠ cited ids that were not in the evidence: " + ", ".join(unknown))
         return NarratedAnswer(checked, found, "model", "; ".join(notes), unverified, unknown)
@@ -173,26 +176,68 @@ def check(
     text: str, context: str, evidence_ids: set[str], figures: Mapping[str, float] | None = None
 ) -> tuple[str, list[str], list[str]]:
     """Mark figures absent from the context (`123⚠`), counts that contradict the computed
-    figures ("13 alerts" when 12 fired), and cited ids that were not given."""
+    figures ("13 alerts" when 12 fired), figures said of the wrong thing (one service's
+    duration given to another), and cited ids that were not given."""
     known = {_norm(n) for n in _NUMBER.findall(context)}
     unknown_ids = sorted({i for i in CITATION.findall(text) if i not in evidence_ids})
+    wrong = {m.start(1) for m in _COUNT.finditer(text) if not _count_holds(m, figures or {})}
+    wrong |= _misattributed(text, context)
+    ids = [m.span() for m in CITATION.finditer(text)]  # ids are not figures: keep them whole
     unverified: list[str] = []
 
-    def checked(part: str) -> str:
-        wrong = {m.start(1) for m in _COUNT.finditer(part) if not _count_holds(m, figures or {})}
+    def mark(match: re.Match[str]) -> str:
+        number = match.group(0)
+        if any(start <= match.start() < end for start, end in ids):
+            return number
+        if _norm(number) in known and match.start() not in wrong:
+            return number
+        unverified.append(number)
+        return f"{number}⚠"
 
-        def mark(match: re.Match[str]) -> str:
-            number = match.group(0)
-            if _norm(number) in known and match.start() not in wrong:
-                return number
-            unverified.append(number)
-            return f"{number}⚠"
+    return _NUMBER.sub(mark, text), list(dict.fromkeys(unverified)), unknown_ids
 
-        return _NUMBER.sub(mark, part)
 
-    parts = re.split(r"(\[[0-9a-f]{6,12}\])", text)  # ids are not figures: keep them whole
-    out = "".join(p if CITATION.fullmatch(p) else checked(p) for p in parts)
-    return out, list(dict.fromkeys(unverified)), unknown_ids
+# A series name (payments.latency_p99); its first part is the service it belongs to.
+_SERIES = re.compile(r"\b[a-z][\w-]*(?:\.[\w-]+)+\b", re.I)
+# A sentence: up to . ! ? or a line end, where a dot inside a name or a number does not end it.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|\.(?=\w))+")
+
+
+def _entities(line: str, services: set[str]) -> set[str]:
+    named = {m.group(0).lower() for m in _SERIES.finditer(line)}
+    words = {w.lower() for w in re.findall(r"[A-Za-z][\w-]*", line)}
+    return named | {n.split(".", 1)[0] for n in named} | (words & services)
+
+
+def _misattributed(text: str, context: str) -> set[int]:
+    """Positions in `text` of figures the context gives for other things than the sentence
+    names: "auth's alert lasted 35 min" when 35 min was payments'. A figure of no one in
+    particular (the window's 6 hours) is never counted against a sentence."""
+    services = {m.group(0).split(".", 1)[0].lower() for m in _SERIES.finditer(context)}
+    owned: dict[str, set[str]] = defaultdict(set)
+    anyone: set[str] = set()  # figures on lines that name nothing: the window, totals
+    for line in context.splitlines():
+        numbers = {_norm(n) for n in _NUMBER.findall(CITATION.sub("", line))}
+        entities = _entities(line, services)
+        if not entities:
+            anyone |= numbers
+        for entity in entities:
+            owned[entity] |= numbers
+    wrong: set[int] = set()
+    for sentence in _SENTENCE.finditer(text):
+        named = _entities(sentence.group(0), services)
+        if not named:
+            continue
+        theirs = set().union(*(owned[e] for e in named))
+        others = set().union(*(numbers for e, numbers in owned.items() if e not in named))
+        body = sentence.group(0)
+        for match in _NUMBER.finditer(body):
+            if any(a <= match.start() < b for a, b in (m.span() for m in CITATION.finditer(body))):
+                continue
+            number = _norm(match.group(0))
+            if number in others and number not in theirs and number not in anyone:
+                wrong.add(sentence.start() + match.start())
+    return wrong
 
 
 def _count_holds(match: re.Match[str], figures: Mapping[str, float]) -> bool:

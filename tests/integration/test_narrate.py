@@ -230,3 +230,28 @@ def test_counts_are_checked_against_the_computed_figures() -> None:
         {"alerts": 1.0, "changes": 3.0},
     )
     assert text == "2⚠ alerts and 3 changes, 2 still open" and unverified == ["2"]
+
+
+@pytest.mark.record_free
+def test_a_figure_said_of_the_wrong_thing_is_marked() -> None:
+    """The context has 35 min for payments and 50 min for auth; the model swaps them."""
+    context = (
+        "last 24 hours\n"
+        "[pay0001a] 10:05 alert: resolved payments.latency_p99 unusually high (lasted 35 min), peak 840\n"
+        "[aut0003c] 15:00 alert: resolved auth.login_failures unusually high (lasted 50 min), peak 120\n"
+        "alerts: 2"
+    )
+    ids = {"pay0001a", "aut0003c"}
+    text, unverified, _ = check("The auth alert lasted 35 min [aut0003c]; it peaked at 120.", context, ids)
+    assert text == "The auth alert lasted 35⚠ min [aut0003c]; it peaked at 120." and unverified == ["35"]
+    swapped, unverified, _ = check("checkout.errors peaked at 840 [pay0001a].", context, ids)
+    assert swapped == "checkout.errors peaked at 840⚠ [pay0001a]."  # payments' peak, said of checkout
+    right, unverified, _ = check(
+        "payments.latency_p99 peaked at 840 and lasted 35 min [pay0001a]. auth lasted 50 min. "
+        "2 alerts in 24 hours.",
+        context,
+        ids,
+    )
+    assert "⚠" not in right and unverified == []
+    given_to_auth, unverified, _ = check("auth peaked at 840 [aut0003c].", context, ids)
+    assert given_to_auth == "auth peaked at 840⚠ [aut0003c]." and unverified == ["840"]
