@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from engine.alerting.alerts import Alert, AlertChange
+from engine.alerting.alerts import SIMILAR_TITLES, Alert, AlertChange, title_similarity
 from engine.alerting.risk import ChangeRef
 from engine.detection.detect import Anomaly
 from engine.errors import RecordUnavailable
@@ -31,6 +31,9 @@ _ALERT_COLUMNS = (
     "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping, "
     "risk, context, acked_by, acked_at, snoozed_until, resolved_by, note"
 )
+_TITLE_AT = 4  # positions in _ALERT_COLUMNS
+_NOTE_AT = 27
+SIMILAR_SCAN = 500  # past resolved alerts compared by title when nothing from the same series ended
 _ANOMALY_COLUMNS = (
     "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
 )
@@ -351,7 +354,23 @@ class Transaction:
             (alert.id, alert.started_at, alert.group_key, alert.service, alert.title, alert.group_key),
             "finding what worked last time",
         )
-        return _alert_from_row(rows[0]) if rows else None
+        if rows:
+            return _alert_from_row(rows[0])
+        # Nothing from the same series or service: the past alert most alike by its title
+        # ("checkout.latency_p99 unusually high" for "payments.latency_p99 unusually high").
+        recent = await self.db.rows(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = 'resolved' AND id != ? AND resolved_at <= ? "
+            "ORDER BY resolved_at DESC LIMIT ?",
+            (alert.id, alert.started_at, SIMILAR_SCAN),
+            "finding what worked for something similar",
+        )
+        scored = [(title_similarity(alert.title, str(row[_TITLE_AT])), i) for i, row in enumerate(recent)]
+        alike = [(score, i) for score, i in scored if score >= SIMILAR_TITLES]
+        if not alike:
+            return None
+        # Most alike first; then one with a resolution note; then the most recent.
+        _, best = max(alike, key=lambda si: (si[0], bool(recent[si[1]][_NOTE_AT]), -si[1]))
+        return _alert_from_row(recent[best])
 
     async def beat(self, name: str, ts: float) -> None:
         latest = self.db.greatest("heartbeats.last_ts", "excluded.last_ts")

@@ -8,6 +8,7 @@ record and announce. Grouping, silences and chat delivery build on these records
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -331,13 +332,44 @@ def _anomaly_title(anomaly: Anomaly, flapping: bool = False) -> str:
 
 def last_time_line(last: Mapping[str, object], now: float) -> str:
     """How the most similar past alert ended, cited by its id (the alert's `context["last_time"]`):
-    "Last time (3 days ago): resolved by lena.m after 25 min: 'rolled back auth' [3f9a2c1b]"."""
+    "Last time (3 days ago): resolved by lena.m after 25 min: 'rolled back auth' [3f9a2c1b]".
+    A past alert that is only alike by its title is named: "Similar before (checkout.latency_p99
+    unusually high, 3 days ago): …"."""
     started = float(str(last.get("started_at") or now))
     ended = float(str(last.get("resolved_at") or started))
     ago, lasted = duration(max(0.0, now - started)), duration(max(0.0, ended - started))
     who, note = str(last.get("resolved_by") or ""), str(last.get("note") or "")
     cite = f" [{last.get('id')}]"
+    when = (
+        f"Similar before ({last.get('name') or last.get('title')}, {ago} ago)"
+        if last.get("similar")
+        else f"Last time ({ago} ago)"
+    )
     if not who:
-        return f"Last time ({ago} ago) it ended by itself after {lasted}{cite}"
+        return f"{when} it ended by itself after {lasted}{cite}"
     said = f": '{note}'" if note else ""
-    return f"Last time ({ago} ago): resolved by {who} after {lasted}{said}{cite}"
+    return f"{when}: resolved by {who} after {lasted}{said}{cite}"
+
+
+# Words every detected alert's title has: they say nothing about which alert it is.
+_TITLE_NOISE = frozenset(
+    "unusually high low shifted up down drifting silent stopped reporting is the a an on for of in "
+    "and firing resolved alert".split()
+)
+SIMILAR_TITLES = 0.5  # share of distinctive title words two alerts must have in common
+
+
+def title_words(title: str) -> frozenset[str]:
+    """The words of an alert title that tell it apart (payments, latency, p99, nodedown, db1)."""
+    return frozenset(w for w in re.findall(r"[a-z0-9]+", title.lower()) if w not in _TITLE_NOISE)
+
+
+def title_similarity(a: str, b: str) -> float:
+    """How alike two alert titles are: shared distinctive words over all of them (Jaccard).
+    The same words (DiskFull and DiskFull, on another service) are alike; otherwise one word
+    in common is a coincidence and counts for nothing."""
+    left, right = title_words(a), title_words(b)
+    if left and left == right:
+        return 1.0
+    shared = len(left & right)
+    return shared / len(left | right) if shared >= 2 else 0.0

@@ -184,7 +184,7 @@ async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: 
             last = alert.context.get("last_time")  # found when it opened; kept through updates
             if last is None and change.change in NEW:
                 before = await tx.last_time(alert)
-                last = last_time_of(before) if before is not None else None
+                last = last_time_of(before, alert) if before is not None else None
             if last is not None:
                 details["last_time"] = last
             alert = replace(alert, risk=round(context.risk, 3), context=details)
@@ -192,15 +192,19 @@ async def _with_context(tx: RecordTransaction, changes: list[AlertChange], now: 
     return out
 
 
-def last_time_of(past: Alert) -> dict[str, object]:
-    """What an alert message says about the similar alert before it (cited by its id)."""
+def last_time_of(past: Alert, alert: Alert) -> dict[str, object]:
+    """What an alert message says about the similar alert before it (cited by its id); `similar`
+    when it is not the same series or service and title, only alike by its title."""
+    same = past.group_key == alert.group_key or (past.service == alert.service and past.title == alert.title)
     return {
         "id": past.id,
         "title": past.title,
+        "name": past.name,  # the title with the labels that say which one (DiskFull instance=db1)
         "started_at": past.started_at,
         "resolved_at": past.resolved_at or past.updated_at,
         "resolved_by": past.resolved_by or "",
         "note": past.note,
+        **({} if same else {"similar": True}),
     }
 
 

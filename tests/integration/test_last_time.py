@@ -69,3 +69,50 @@ async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
         for line in found.summary
     ), found.summary
     assert first.id in {e.id for e in found.evidence}
+
+
+def am_alert(ts: float, name: str, instance: str, service: str, status: str = "firing") -> QueuedSignal:
+    signal = make_signal(
+        kind="alert", series=f"{service}.{name}", ts=ts, severity="critical", text=f"{name} on {instance}",
+        labels={"service": service, "alertname": name, "instance": instance, "status": status},
+    )  # fmt: skip
+    return QueuedSignal(f"{ts}-{name}-{instance}", signal, ts)
+
+
+async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    processor = SignalProcessor(record, RedisDetectorStateStore(redis, keys), Detection(), AlertPolicy())
+    t0 = time.time() - 2 * 86400
+    [past] = [
+        c.alert
+        for c in (await processor.process([am_alert(t0, "DiskFull", "db1:9100", "orders")])).alert_changes
+    ]
+    async with record.transaction() as tx:
+        fixed = replace(
+            past, status="resolved", resolved_at=t0 + 600, updated_at=t0 + 600, version=past.version + 1,
+            resolved_by="sam", note="pruned WAL archive",
+        )  # fmt: skip
+        await tx.write_alerts([AlertChange(fixed, "resolved")])
+
+    [alike] = [
+        c.alert
+        for c in (
+            await processor.process([am_alert(t0 + 86400, "DiskFull", "db2:9100", "billing")])
+        ).alert_changes
+    ]
+    last = alike.context["last_time"]
+    assert (last["id"], last["note"], last.get("similar")) == (past.id, "pruned WAL archive", True)
+    note = Notification(
+        "g1", 1, "first notification", "default", {}, (alike,), {}, frozenset(), frozenset(), t0
+    )
+    text = "\n".join(group_reply(note).blocks)
+    assert f"🕘 Similar before ({past.name}, 24 h ago): resolved by sam after 10 min" in text, text
+
+    [other] = [
+        c.alert
+        for c in (
+            await processor.process([am_alert(t0 + 86400, "CertExpiring", "api", "billing")])
+        ).alert_changes
+    ]
+    assert "last_time" not in other.context  # nothing alike ever ended: nothing is said
