@@ -199,8 +199,8 @@ def check(
 
 # A series name (payments.latency_p99); its first part is the service it belongs to.
 _SERIES = re.compile(r"\b[a-z][\w-]*(?:\.[\w-]+)+\b", re.I)
-# A sentence: up to . ! ? or a line end, where a dot inside a name or a number does not end it.
-_SENTENCE = re.compile(r"(?:[^.!?\n]|\.(?=\w))+")
+# A sentence or clause: up to . ! ? ; or a line end (a dot inside a name or a number does not end it).
+_SENTENCE = re.compile(r"(?:[^.!?;\n]|\.(?=\w))+")
 
 
 def _entities(line: str, services: set[str]) -> set[str]:

@@ -255,3 +255,21 @@ def test_a_figure_said_of_the_wrong_thing_is_marked() -> None:
     assert "⚠" not in right and unverified == []
     given_to_auth, unverified, _ = check("auth peaked at 840 [aut0003c].", context, ids)
     assert given_to_auth == "auth peaked at 840⚠ [aut0003c]." and unverified == ["840"]
+
+
+async def test_a_peak_given_to_another_service_is_marked(record: SqliteRecord, ollama: FakeOllama) -> None:
+    """Payments peaked at 840 and auth at 120; the model gives payments' 840 to auth."""
+    auth = Anomaly(
+        "sigauth1:robust_z", "sigauth1aaaabbbb", NOW - 300, "auth.login_failures", "auth",
+        120.0, 20.0, 10.0, 30.0, 0.9, ("robust_z",), "auth.login_failures 120 vs expected 20",
+    )  # fmt: skip
+    async with record.transaction() as tx:
+        await tx.add_anomalies([auth])
+    ollama.answer = "auth.login_failures peaked at 840 [sigauth1]; payments.latency_p99 at 840 [sig0feed]."
+    result = await answerer(record, ollama.host).answer("what spiked in the last 6 hours?")
+    assert result.mode == "model"
+    assert (
+        result.text
+        == "auth.login_failures peaked at 840⚠ [sigauth1]; payments.latency_p99 at 840 [sig0feed]."
+    )
+    assert result.unverified == ["840"] and "not found in the record for what they are said of" in result.note
