@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -61,12 +62,22 @@ def _say_missing(settings: Settings) -> None:
         print(f"sigops: {note}", file=sys.stderr)
 
 
+def _tune_gc() -> None:
+    """Signals are many small objects without cycles, freed by reference counting as each
+    batch ends. The cyclic collector walking them every 700 allocations took a fifth of a
+    worker's time; what start-up built is frozen out of its walks (it is never garbage) and
+    the young generation is collected every 50,000 allocations instead."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     chats = settings.telegram_chat_ids or settings.slack_channels or settings.routing_file
     console = None if chats else ConsoleNotifier(tz=settings.tz, chart_dir=settings.data_dir / "charts")
     rt = await open_runtime(settings, console=console)
+    _tune_gc()
     _say_missing(settings)
     try:
         port = await start_http(rt)
@@ -88,6 +99,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     rt = await open_runtime(settings)
+    _tune_gc()
     try:
         start_workers(rt, stop, args.workers)
         await stop.wait()
