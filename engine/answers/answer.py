@@ -242,18 +242,7 @@ class RetrievalAnswerer:
             summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
                 f" {len(changes)} change(s) in that time." if changes else ""
             )
-        return Answer(
-            q.text,
-            q.until - since,
-            q.services,
-            summary,
-            evidence,
-            figures,
-            window=window,
-            intent=q.intent,
-            since=since,
-            until=q.until,
-        )
+        return _answer_of(q, since, summary, evidence, figures, window)
 
     def _mentions(self, q: Question, found: Sequence[Hit]) -> Answer:
         """The answer to a lookup ("tell me about the TLS certificate"): the records that name it."""
@@ -262,18 +251,7 @@ class RetrievalAnswerer:
         summary = [f"Found in the record ({len(found)} match(es)): " + "; ".join(lines[:3]) + "."]
         evidence = [Evidence(h.doc.short_id, h.doc.kind, h.doc.ts, h.doc.text) for h in top]
         since = min(q.since, *(h.doc.ts for h in top))
-        return Answer(
-            q.text,
-            q.until - since,
-            q.services,
-            summary,
-            evidence,
-            {"matches": float(len(found))},
-            window=q.window,
-            intent=q.intent,
-            since=since,
-            until=q.until,
-        )
+        return _answer_of(q, since, summary, evidence, {"matches": float(len(found))}, q.window)
 
     def _day_hhmm(self, ts: float) -> str:
         when, today = datetime.fromtimestamp(ts, self.tz), datetime.fromtimestamp(self.clock(), self.tz)
@@ -358,6 +336,28 @@ def _off_topic(text: str, q: Question, hits: Sequence[Hit]) -> bool:
     if _ARITHMETIC.search(text):
         return True
     return not _DOMAIN.search(text) and not any(h.lexical > 0 for h in hits)
+
+
+def _answer_of(
+    q: Question,
+    since: float,
+    summary: list[str],
+    evidence: list[Evidence],
+    figures: dict[str, float],
+    window: str,
+) -> Answer:
+    return Answer(
+        q.text,
+        q.until - since,
+        q.services,
+        summary,
+        evidence,
+        figures,
+        window=window,
+        intent=q.intent,
+        since=since,
+        until=q.until,
+    )
 
 
 def _only(q: Question, line: str) -> Answer:

@@ -20,12 +20,25 @@ from storage.redis_state import RedisDetectorStateStore
 from storage.sqlite import SqliteRecord
 
 
-def auth_down(ts: float, status: str = "firing", service: str = "auth") -> QueuedSignal:
+def am_alert(
+    ts: float, name: str, service: str, instance: str = "", text: str = "", status: str = "firing"
+) -> QueuedSignal:
+    """An Alertmanager-style alert signal (an alertname, the service, perhaps an instance)."""
+    labels = {
+        "service": service,
+        "alertname": name,
+        "status": status,
+        **({"instance": instance} if instance else {}),
+    }
     signal = make_signal(
-        kind="alert", series=f"{service}.AuthDown", ts=ts, severity="critical", text="auth is down",
-        labels={"service": service, "alertname": "AuthDown", "status": status},
+        kind="alert", series=f"{service}.{name}", ts=ts, severity="critical",
+        text=text or f"{name} on {instance}", labels=labels,
     )  # fmt: skip
-    return QueuedSignal(f"{ts}-0", signal, ts)
+    return QueuedSignal(f"{ts}-{name}-{instance}", signal, ts)
+
+
+def auth_down(ts: float, status: str = "firing", service: str = "auth") -> QueuedSignal:
+    return am_alert(ts, "AuthDown", service, text="auth is down", status=status)
 
 
 async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
@@ -71,14 +84,6 @@ async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
     assert first.id in {e.id for e in found.evidence}
 
 
-def am_alert(ts: float, name: str, instance: str, service: str, status: str = "firing") -> QueuedSignal:
-    signal = make_signal(
-        kind="alert", series=f"{service}.{name}", ts=ts, severity="critical", text=f"{name} on {instance}",
-        labels={"service": service, "alertname": name, "instance": instance, "status": status},
-    )  # fmt: skip
-    return QueuedSignal(f"{ts}-{name}-{instance}", signal, ts)
-
-
 async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys
 ) -> None:
@@ -86,7 +91,7 @@ async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
     t0 = time.time() - 2 * 86400
     [past] = [
         c.alert
-        for c in (await processor.process([am_alert(t0, "DiskFull", "db1:9100", "orders")])).alert_changes
+        for c in (await processor.process([am_alert(t0, "DiskFull", "orders", "db1:9100")])).alert_changes
     ]
     async with record.transaction() as tx:
         fixed = replace(
@@ -98,7 +103,7 @@ async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
     [alike] = [
         c.alert
         for c in (
-            await processor.process([am_alert(t0 + 86400, "DiskFull", "db2:9100", "billing")])
+            await processor.process([am_alert(t0 + 86400, "DiskFull", "billing", "db2:9100")])
         ).alert_changes
     ]
     last = alike.context["last_time"]
@@ -112,7 +117,7 @@ async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
     [other] = [
         c.alert
         for c in (
-            await processor.process([am_alert(t0 + 86400, "CertExpiring", "api", "billing")])
+            await processor.process([am_alert(t0 + 86400, "CertExpiring", "billing", "api")])
         ).alert_changes
     ]
     assert "last_time" not in other.context  # nothing alike ever ended: nothing is said
