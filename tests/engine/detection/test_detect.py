@@ -369,3 +369,16 @@ def test_state_saved_in_the_previous_episode_format_still_loads() -> None:
     signal = points([*noise(200), 420.0])[200]
     assert signal is not None
     assert restarted.observe(signal).transition == "opened"  # its state, not a fresh warm-up
+
+
+def test_a_shift_on_a_series_that_often_shifts_says_so() -> None:
+    detector = EnsembleDetector()
+    model = detector.new_state()
+    notes = []
+    for i, value in enumerate([*noise(300), *noise(40, seed=2, mean=260.0)]):  # a lasting 6σ step
+        if i == 300:
+            model.move_tail = 4.5  # as if learned from the shifts this series showed before
+        verdict = detector.observe(model, T0 + STEP * i, value)
+        if verdict and verdict.drivers == ("shift",):
+            notes.append(verdict.note)
+    assert notes and all(note.startswith("this series often shifts: ") for note in notes), notes
