@@ -361,7 +361,7 @@ def plain_signal(record: Any) -> Signal | None:
     """The fast path of validation, for a record in the plain shape most senders use.
 
     Exactly the fields of a signal, each already of its own JSON type and within its
-    limits: the same `Signal` as `SignalInput` makes, at a fifth of the cost. Anything
+    limits: the same `Signal` as `SignalInput` makes, at about half the cost. Anything
     else (a number sent as text, extra fields that become labels, a label that is a
     number, any problem at all) returns None and goes through `SignalInput`, which
     converts it or names the problem. A property test holds the two paths equal.
@@ -369,7 +369,33 @@ def plain_signal(record: Any) -> Signal | None:
     if type(record) is not dict or not _FIELDS.issuperset(record):
         return None
     get = record.get
-    series, source, kind = get("series"), get("source", "api"), get("kind", "metric")
+    names = _plain_names(get("series"), get("source", "api"), get("kind", "metric"))
+    value = _plain_value(get("value"))
+    ts, labels = _plain_ts(get("ts")), _plain_labels(get("labels"))
+    severity, signal_id, text = _plain_severity(get("severity")), _plain_id(get("id")), get("text")
+    if (
+        names is None
+        or value is _NOT_PLAIN
+        or ts is None
+        or labels is None
+        or severity is None
+        or signal_id is None
+        or (text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS))
+    ):
+        return None
+    series, source, kind = names
+    if value is None and kind == "metric":
+        return None
+    signal = Signal(signal_id, ts, source, kind, series, value, labels, text, severity)
+    if not signal_id:
+        signal.id = content_id(signal)
+    return signal
+
+
+_NOT_PLAIN: Any = object()  # a value the fast path leaves to the careful one
+
+
+def _plain_names(series: Any, source: Any, kind: Any) -> tuple[str, str, str] | None:
     if type(series) is not str or type(source) is not str or type(kind) is not str:
         return None
     series, source, kind = series.strip(), source.strip(), kind.strip().lower()
@@ -381,67 +407,64 @@ def plain_signal(record: Any) -> Signal | None:
         or _CONTROL.search(source)
     ):
         return None
-    value = get("value")
-    if value is not None:
-        if type(value) is int:
-            if value.bit_length() > 1000:  # past what a float holds: the careful path says so
-                return None
-            value = float(value)
-        elif type(value) is not float or not math.isfinite(value):
-            return None
-    elif kind == "metric":
+    return series, source, kind
+
+
+def _plain_value(value: Any) -> Any:
+    if value is None:
         return None
-    raw_ts = get("ts")
-    if raw_ts is None:
-        ts = time.time()
-    elif type(raw_ts) is float or type(raw_ts) is int or type(raw_ts) is str:
+    if type(value) is int:
+        # Past what a float holds, the careful path says so.
+        return float(value) if value.bit_length() <= 1000 else _NOT_PLAIN
+    if type(value) is float and math.isfinite(value):
+        return value
+    return _NOT_PLAIN
+
+
+def _plain_ts(raw: Any) -> float | None:
+    if raw is None:
+        return time.time()
+    if type(raw) is float or type(raw) is int or type(raw) is str:
         try:
-            ts = parse_timestamp(raw_ts)
+            return parse_timestamp(raw)
         except ValueError:
             return None
-    else:
-        return None
-    labels = get("labels")
+    return None
+
+
+def _plain_labels(labels: Any) -> dict[str, str] | None:
     if labels is None:
-        labels = {}
-    elif type(labels) is not dict or len(labels) > MAX_LABELS:
+        return {}
+    if type(labels) is not dict or len(labels) > MAX_LABELS:
         return None
-    else:
-        for key, label in labels.items():
-            if (
-                type(key) is not str
-                or type(label) is not str
-                or not 0 < len(key) <= MAX_LABEL_KEY_CHARS
-                or len(label) > MAX_LABEL_VALUE_CHARS
-            ):
-                return None
-        labels = dict(labels)
-    text = get("text")
-    if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS):
-        return None
-    severity = get("severity")
+    for key, label in labels.items():
+        if (
+            type(key) is not str
+            or type(label) is not str
+            or not 0 < len(key) <= MAX_LABEL_KEY_CHARS
+            or len(label) > MAX_LABEL_VALUE_CHARS
+        ):
+            return None
+    return dict(labels)
+
+
+def _plain_severity(severity: Any) -> str | None:
     if severity is None:
-        severity = "info"
-    elif type(severity) is str:
-        severity = severity.strip().lower()
-        severity = _SEVERITY_ALIASES.get(severity, severity)
-        if severity not in SEVERITIES:
-            return None
-    else:
+        return "info"
+    if type(severity) is not str:
         return None
-    raw_id = get("id")
-    if raw_id is None:
-        signal_id = ""
-    elif type(raw_id) is str or type(raw_id) is int:
-        signal_id = str(raw_id).strip()
-        if len(signal_id) > MAX_ID_CHARS or _CONTROL.search(signal_id):
-            return None
-    else:
+    name = severity.strip().lower()
+    name = _SEVERITY_ALIASES.get(name, name)
+    return name if name in SEVERITIES else None
+
+
+def _plain_id(raw: Any) -> str | None:
+    if raw is None:
+        return ""
+    if type(raw) is not str and type(raw) is not int:
         return None
-    signal = Signal(signal_id, ts, source, kind, series, value, labels, text, severity)
-    if not signal_id:
-        signal.id = content_id(signal)
-    return signal
+    text = str(raw).strip()
+    return None if len(text) > MAX_ID_CHARS or _CONTROL.search(text) else text
 
 
 def _json_type(value: Any) -> str:

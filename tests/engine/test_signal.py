@@ -192,7 +192,7 @@ def test_the_fast_path_of_validation_makes_what_the_careful_one_does(record: dic
     careful = SignalInput.model_validate(record).to_signal()  # must accept what the fast path did
     if "ts" not in record or record["ts"] is None:
         careful.ts = fast.ts  # both stamped 'now', a moment apart
-        careful.id = fast.id if record.get("id") in (None, "") else careful.id
+        careful.id = careful.id if str(record.get("id") or "").strip() else fast.id  # content ids of "now"
     assert fast == careful
 
 
@@ -204,7 +204,46 @@ def test_plain_records_take_the_fast_path_and_agree(record: dict) -> None:
     assert fast is not None, "a plain record went the slow way"
     if "ts" not in record:
         careful.ts = fast.ts
-        careful.id = careful.id if record.get("id") not in (None, "") else fast.id
+        careful.id = careful.id if str(record.get("id") or "").strip() else fast.id  # content ids of "now"
+    assert fast == careful
+
+
+_ODD = {
+    "series": st.sampled_from(["", " ", "x" * 201, "a\x01b"]) | st.integers() | st.none(),
+    "source": st.sampled_from(["", "s" * 65, "a\x7fb"]) | st.integers() | st.none(),
+    "kind": st.sampled_from(["bogus", ""]) | st.integers(),
+    "value": st.sampled_from(["1.5", "x", float("nan"), float("inf"), True, 2**1100]) | st.none(),
+    "ts": st.sampled_from([True, "soon", 1e13, 12, float("nan"), "2100-01-01T00:00:00Z"]) | st.none(),
+    "labels": st.sampled_from(
+        [
+            ["x"],
+            "x",
+            {"k": 1},
+            {"": "v"},
+            {"k" * 65: "v"},
+            {"k": "v" * 513},
+            {f"k{i}": "v" for i in range(33)},
+        ]
+    ),
+    "text": st.sampled_from([1, "x" * 8193]),
+    "severity": st.sampled_from(["meh", "", 3, " Page "]),
+    "id": st.sampled_from([True, "x" * 129, "a\x00b", 1.5, "  "]),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(record=_plain_records, field=st.sampled_from(sorted(_ODD)), data=st.data())
+def test_one_odd_field_in_a_plain_record_goes_the_careful_way_or_agrees(
+    record: dict, field: str, data: st.DataObject
+) -> None:
+    record = {**record, field: data.draw(_ODD[field])}
+    fast = plain_signal(record)
+    if fast is None:
+        return
+    careful = SignalInput.model_validate(record).to_signal()
+    if record.get("ts") is None:
+        careful.ts = fast.ts
+        careful.id = careful.id if str(record.get("id") or "").strip() else fast.id  # content ids of "now"
     assert fast == careful
 
 
