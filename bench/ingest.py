@@ -268,6 +268,41 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def rounds_of_100(
+    url: str, db: Record, args: argparse.Namespace, offset: int, alertmanager: float | None
+) -> int:
+    """Bursts in batches of 100: the first against the Alertmanager rate measured at start,
+    then `--repeat` - 1 more, each right after a fresh Alertmanager run; the median ratio.
+    Returns the signal offset after them."""
+    count = args.signals // 2
+    rounds = [
+        (
+            alertmanager,
+            *await burst(
+                url, db, "burst, batches of 100 ", count, 100, args.concurrency, offset, alertmanager
+            ),
+        )
+    ]
+    offset += count
+    for _ in range(args.repeat - 1):
+        again = await alertmanager_rate(count, 100, args.concurrency)
+        rounds.append(
+            (
+                again,
+                *await burst(url, db, "again, batches of 100 ", count, 100, args.concurrency, offset, again),
+            )
+        )
+        offset += count
+    if len(rounds) > 1 and all(am for am, _, _ in rounds):
+        http = statistics.median(h / am for am, h, _ in rounds if am)
+        e2e = statistics.median(e / am for am, _, e in rounds if am)
+        print(
+            f"median of {len(rounds)} rounds at batches of 100: HTTP {http:.2f}x Alertmanager, "
+            f"end to end {e2e:.2f}x"
+        )
+    return offset
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -331,26 +366,7 @@ async def main() -> None:
         offset = 0
         await burst(url, db, "burst, batches of 1000", args.signals, 1000, args.concurrency, offset, am_1000)
         offset += args.signals
-        rounds = [
-            (am_100, *await burst(
-                url, db, "burst, batches of 100 ", args.signals // 2, 100, args.concurrency, offset, am_100
-            ))
-        ]  # fmt: skip
-        offset += args.signals // 2
-        for _ in range(args.repeat - 1):  # Alertmanager, then SigOps, one right after the other
-            again = await alertmanager_rate(args.signals // 2, 100, args.concurrency)
-            label = "again, batches of 100 "
-            rounds.append(
-                (again, *await burst(url, db, label, args.signals // 2, 100, args.concurrency, offset, again))
-            )
-            offset += args.signals // 2
-        if len(rounds) > 1 and all(am for am, _, _ in rounds):
-            http = statistics.median(h / am for am, h, _ in rounds if am)
-            e2e = statistics.median(e / am for am, _, e in rounds if am)
-            print(
-                f"median of {len(rounds)} rounds at batches of 100: HTTP {http:.2f}x Alertmanager, "
-                f"end to end {e2e:.2f}x"
-            )
+        offset = await rounds_of_100(url, db, args, offset, am_100)
         since = time.time()
         sent, achieved = await paced(url, args.rate, 10.0, 100, offset)
         deadline = time.perf_counter() + 60
