@@ -82,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # One line per job run, per Telegram poll or per HTTP call to a chat API is noise at INFO.
+    # One line per job run, per Telegram poll or per HTTP call to a chat API is noise at INFO, and
+    # so is faiss telling which CPU build it could not load before the one it did.
     if logging.getLogger().level >= logging.INFO:
-        for noisy in ("apscheduler", "httpx", "httpcore", "telegram.ext"):
+        for noisy in ("apscheduler", "httpx", "httpcore", "telegram.ext", "faiss.loader"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "detect":  # offline: it needs none of the runtime, nor its imports
