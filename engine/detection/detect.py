@@ -62,6 +62,9 @@ class Hysteresis:
     # peak |z|, which decays by `peak_decay` per point: a repeat of a recent surprise is not news.
     novelty: float = 0.8
     peak_decay: float = 0.998
+    # Past this |z| all surprises are alike for novelty: the first spike of a flat series
+    # (scale near nothing, z of 10⁹) must not silence everything after it for weeks.
+    peak_cap: float = 1000.0
 
 
 @dataclass(slots=True)
@@ -150,7 +153,7 @@ class Detection:
                 since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
                 strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
             strong = strong and magnitude >= policy.novelty * episode.peak
-        episode.peak = max(episode.peak * policy.peak_decay, magnitude)
+        episode.peak = max(episode.peak * policy.peak_decay, min(magnitude, policy.peak_cap))
         if strong:
             episode.quiet = 0
             if not episode.open:

@@ -72,6 +72,8 @@ class SeriesModel:
     gap_tail: float = 6.0  # the gap, in usual gaps, this series exceeds about once in 500 gaps
     move_tail: float = _GAUSSIAN_TAIL_Z  # the shift/drift |z| it reaches about once in 1000 points
     moving: bool = False  # the last point's shift/drift |z| was past move_tail (one episode)
+    last_value: float = math.nan  # the previous point's value (NaN: not known)
+    step: float = 0.0  # the smallest change between two points seen: the values' resolution
     s_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # offsets
     s_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))
     s_days: bytearray = field(default_factory=lambda: bytearray(BUCKETS))  # distinct days, capped
@@ -160,6 +162,7 @@ class EnsembleDetector:
         n = m.n
         if n == 0:
             m.n, m.level, m.last_ts, m.counts = 1, value, ts, value >= 0 and value == int(value)
+            m.last_value = value
             return None
         gap = ts - m.last_ts
         silent_for = 0.0
@@ -180,7 +183,13 @@ class EnsembleDetector:
 
         # Level: Holt forecast and robust scale.
         forecast = m.level + m.slope
-        floor = max(self.rel_floor * abs(forecast), self.abs_floor)  # flat series: no zero scale
+        # The scale is never below the smallest step the series has shown before (a series of
+        # zeros and spikes is not 10⁹σ out at its next spike), nor a small share of its level.
+        floor = max(self.rel_floor * abs(forecast), self.abs_floor, m.step)
+        change = abs(value - m.last_value)  # NaN when the last value is not known: no step learned
+        if change > 0 and (m.step == 0 or change < m.step):
+            m.step = change
+        m.last_value = value
         sigma = max(_SIGMA_PER_MAD * m.mad, floor)
         level_only = m.s_fit == 0.0 or m.s_fit >= self.season_gain * m.l_fit  # the anchor has no offset
         if (
@@ -379,17 +388,22 @@ class EnsembleDetector:
             m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
             + m.m_mean.tobytes() + m.m_mad.tobytes()
         )  # fmt: skip
-        return head + tail + _TAIL.pack(m.tail) + _CADENCE.pack(m.gap_tail, m.move_tail, m.moving)
+        cadence = _CADENCE.pack(m.gap_tail, m.move_tail, m.moving)
+        return head + tail + _TAIL.pack(m.tail) + cadence + _RESOLUTION.pack(m.last_value, m.step)
 
     def unpack(self, data: bytes) -> SeriesModel:
-        if len(data) not in (STATE_BYTES, _STATE_BYTES_BEFORE_CADENCE, _STATE_BYTES_BEFORE_TAIL):
+        if len(data) not in _KNOWN_SIZES:
             raise struct.error(f"expected {STATE_BYTES} bytes of state, got {len(data)}")
-        # State saved by earlier versions starts the estimates it lacks from a Gaussian's.
+        # State saved by earlier versions starts the estimates it lacks from a Gaussian's
+        # (and the values' step from nothing known).
         tail, gap_tail, move_tail, moving = _GAUSSIAN_TAIL_Z, self.silence_factor, _GAUSSIAN_TAIL_Z, False
+        last_value, step = math.nan, 0.0
         if len(data) >= _STATE_BYTES_BEFORE_CADENCE:
             tail = _TAIL.unpack_from(data, _STATE_BYTES_BEFORE_TAIL)[0]
-        if len(data) == STATE_BYTES:
+        if len(data) >= _STATE_BYTES_BEFORE_RESOLUTION:
             gap_tail, move_tail, moving = _CADENCE.unpack_from(data, _STATE_BYTES_BEFORE_CADENCE)
+        if len(data) == STATE_BYTES:
+            last_value, step = _RESOLUTION.unpack_from(data, _STATE_BYTES_BEFORE_RESOLUTION)
         head = _HEAD.unpack_from(data)
         at = _HEAD.size
         s_mean, s_mad, s_day = array("f"), array("f"), array("H")
@@ -403,7 +417,7 @@ class EnsembleDetector:
         n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor, slow = head
         return SeriesModel(
             n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit, tail,
-            gap_tail, move_tail, moving, s_mean, s_mad, s_days, s_day, m_mean, m_mad,
+            gap_tail, move_tail, moving, last_value, step, s_mean, s_mad, s_days, s_day, m_mean, m_mad,
         )  # fmt: skip
 
 
@@ -411,8 +425,16 @@ _HEAD = struct.Struct("<Iddddd ddH?dddd")
 _TAIL = struct.Struct("<f")
 _CADENCE = struct.Struct("<ff?")  # gap_tail, move_tail, moving
 _STATE_BYTES_BEFORE_TAIL = _HEAD.size + 19 * BUCKETS
+_RESOLUTION = struct.Struct("<df")  # last_value, step
 _STATE_BYTES_BEFORE_CADENCE = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
-STATE_BYTES = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
+_STATE_BYTES_BEFORE_RESOLUTION = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
+STATE_BYTES = _STATE_BYTES_BEFORE_RESOLUTION + _RESOLUTION.size
+_KNOWN_SIZES = (
+    STATE_BYTES,
+    _STATE_BYTES_BEFORE_RESOLUTION,
+    _STATE_BYTES_BEFORE_CADENCE,
+    _STATE_BYTES_BEFORE_TAIL,
+)
 _GAP_TAIL_UP = 2**0.5  # a gap past the estimate moves it up by this factor ...
 _GAP_TAIL_DOWN = 2**-0.001  # ... and any other gap down by this: about one gap in 500 exceeds it
 

@@ -349,11 +349,15 @@ def test_state_saved_before_the_tail_estimate_still_loads() -> None:
     for i, value in enumerate(noise(100)):
         detector.observe(model, T0 + STEP * i, value)
     packed = detector.pack(model)
-    old = packed[: -4 - 9]  # the layout before the tail estimate was appended
+    old = packed[: -4 - 9 - 12]  # the layout before the tail estimate was appended
     restored = detector.unpack(old)
     assert restored.n == model.n and restored.level == model.level and restored.tail == 3.29
-    before_cadence = detector.unpack(packed[:-9])  # the layout before the gap and move tails
+    before_cadence = detector.unpack(packed[: -9 - 12])  # the layout before the gap and move tails
     assert before_cadence.tail == pytest.approx(model.tail) and before_cadence.gap_tail == 6.0
+    before_step = detector.unpack(packed[:-12])  # the layout before the values' step
+    assert before_step.gap_tail == pytest.approx(model.gap_tail) and before_step.step == 0.0
+    assert math.isnan(before_step.last_value)  # so its first change is not taken for a step
+    assert detector.observe(before_step, T0 + STEP * 100, 205.0) is not None and before_step.step == 0.0
 
 
 def test_state_saved_in_the_previous_episode_format_still_loads() -> None:
@@ -382,3 +386,19 @@ def test_a_shift_on_a_series_that_often_shifts_says_so() -> None:
         if verdict and verdict.drivers == ("shift",) and abs(verdict.z) >= detector.driver_z:
             notes.append(verdict.note)  # a shift strong enough to be news
     assert notes and all(note.startswith("this series often shifts: ") for note in notes), notes
+
+
+def test_a_series_of_zeros_and_spikes_is_judged_on_its_own_steps_not_a_zero_scale() -> None:
+    """Mostly 0, now and then about 2.5: the first spike is news, the next ones are its usual
+    steps (not 10⁹σ each, as with a scale collapsed to nothing), and one forty times bigger is news."""
+    rng = random.Random(6)
+    values = [round(rng.uniform(2.0, 3.0), 2) if i % 97 == 50 else 0.0 for i in range(2000)]
+    values[1800] = 100.0
+    detection, opened = Detection(), []
+    for i, signal in enumerate(points(values)):
+        assert signal is not None
+        obs = detection.observe(signal)
+        if obs.transition == "opened":
+            opened.append((i, round(abs(obs.assessment.z)) if obs.assessment else 0))
+    assert [i for i, _ in opened] == [50, 1800], opened
+    assert opened[1][1] < 100  # judged against the series' steps of about 2: some 50σ, not 10⁹σ
