@@ -304,8 +304,14 @@ def explain(series: str, value: float, verdict: Assessment, lasting: float = 0.0
     band = usual_range(verdict.lower, verdict.upper, value, verdict.expected)
     text = (
         f"{series} {fmt(value)}, expected {fmt(verdict.expected)} ({band}): "
-        f"{abs(verdict.z):.1f}σ {direction} ({why})"
+        f"{_sigmas(verdict.z)} {direction} ({why})"
     )
     if lasting >= 60:
         text += f", for {duration(lasting)}"
     return f"{text}; {verdict.note}" if verdict.note else text
+
+
+def _sigmas(z: float) -> str:
+    """How far off, as a person reads it: "4.6σ", and past 1000σ just "over 1000σ" (a series
+    that was perfectly flat until now has no scale to measure its first jump by)."""
+    return f"{abs(z):.1f}σ" if abs(z) < 1000 else "over 1000σ"

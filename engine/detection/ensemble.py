@@ -344,9 +344,9 @@ class EnsembleDetector:
                 z = z_drift
                 expected = m.slow + usual
         note = ""
-        if calibration < 0.9 and abs(z) >= self.driver_z and z == z_point:
+        if calibration < 0.9 and self.driver_z <= abs(z) < 1000 and z == z_point:
             note = f"this series often strays far: {abs(raw_z):.1f}σ counts as {abs(z):.1f}σ"
-        elif move_calibration < 0.9 and abs(z) >= self.driver_z and z != z_point:
+        elif move_calibration < 0.9 and self.driver_z <= abs(z) < 1000 and z != z_point:
             kind = "shifts" if z == z_shift else "drifts"
             note = f"this series often {kind}: {abs(z) / move_calibration:.1f}σ counts as {abs(z):.1f}σ"
         if silent_for:

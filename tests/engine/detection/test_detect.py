@@ -401,4 +401,9 @@ def test_a_series_of_zeros_and_spikes_is_judged_on_its_own_steps_not_a_zero_scal
         if obs.transition == "opened":
             opened.append((i, round(abs(obs.assessment.z)) if obs.assessment else 0))
     assert [i for i, _ in opened] == [50, 1800], opened
+    first = Detection()
+    for signal in points(values[:51]):
+        assert signal is not None
+        last = first.observe(signal)
+    assert last.anomaly is not None and "over 1000σ above" in last.anomaly.explanation  # not "2790000000.0σ"
     assert opened[1][1] < 100  # judged against the series' steps of about 2: some 50σ, not 10⁹σ
