@@ -31,8 +31,8 @@ _ALERT_COLUMNS = (
     "resolved_at, score, value, expected, lower, upper, explanation, labels, count, version, flapping, "
     "risk, context, acked_by, acked_at, snoozed_until, resolved_by, note"
 )
-_TITLE_AT = 4  # positions in _ALERT_COLUMNS
-_NOTE_AT = 27
+_ALERT_COLUMN_NAMES = [c.strip() for c in _ALERT_COLUMNS.split(",")]
+_TITLE_AT, _NOTE_AT = _ALERT_COLUMN_NAMES.index("title"), _ALERT_COLUMN_NAMES.index("note")
 SIMILAR_SCAN = 500  # past resolved alerts compared by title when nothing from the same series ended
 _ANOMALY_COLUMNS = (
     "id, signal_id, ts, series, service, value, expected, lower, upper, score, detectors, explanation, labels"
@@ -397,7 +397,7 @@ class Transaction:
         """
         alert = change.alert
         row = _alert_row(alert)
-        sets = ", ".join(f"{c.strip()}=?" for c in _ALERT_COLUMNS.split(",")[1:])
+        sets = ", ".join(f"{c}=?" for c in _ALERT_COLUMN_NAMES[1:])
         updated = await self.db.execute(
             f"UPDATE alerts SET {sets} WHERE id=? AND version<?",
             (*row[1:], alert.id, alert.version),

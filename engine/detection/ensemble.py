@@ -168,11 +168,11 @@ class EnsembleDetector:
         silent_for = 0.0
         if gap > 0:
             usual = m.gap
-            factor = max(self.silence_factor, m.gap_tail)
+            silent_after = self.silence_after(m)  # judged before this gap teaches the estimate
             if usual > 0:  # learn how long a gap this series shows now and then
                 m.gap_tail *= _GAP_TAIL_UP if gap > m.gap_tail * usual else _GAP_TAIL_DOWN
                 m.gap_tail = max(m.gap_tail, self.silence_factor)
-            if usual > 0 and gap > factor * usual:
+            if usual > 0 and gap > silent_after:
                 if n >= self.warmup and gap > self.silence_min_s:
                     silent_for = gap  # a long gap teaches neither the usual gap nor the models
             else:
