@@ -92,18 +92,19 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_ready(url: str) -> None:
+async def wait_ready(url: str, path: str = "/readyz", what: str = "server") -> None:
+    """Poll `url + path` until it answers 200 (30 s at most)."""
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:
-                async with session.get(f"{url}/readyz") as response:
+                async with session.get(f"{url}{path}") as response:
                     if response.status == 200:
                         return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError("server did not become ready")
+    raise RuntimeError(f"{what} did not become ready")
 
 
 async def post_all(
@@ -179,18 +180,7 @@ async def alertmanager_rate(count: int, batch: int, concurrency: int) -> float |
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(f"{url}/-/ready") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("Alertmanager did not start")
-                await asyncio.sleep(0.1)
+        await wait_ready(url, "/-/ready", "Alertmanager")
         payloads = [
             orjson.dumps([
                 {"labels": {"alertname": "BenchAlert", "series": f"svc{(start + i) % 50}.latency",
