@@ -214,6 +214,10 @@ class Deliverer:
         messages = await self.store.chat_messages(platform, chat, list(newest))
         posts = [d for d in newest.values() if d.group_id not in messages]
         edits = [d for d in newest.values() if d.group_id in messages]
+        # A post in doubt (a process died after sending it, perhaps) goes alone, so that it is
+        # looked for first: inside a digest it would be posted a second time.
+        doubtful = [d for d in posts if d.in_doubt]
+        posts = [d for d in posts if not d.in_doubt]
         settled = 0
         throttle = self.throttles[platform]
         if len(posts) > self.config.burst_posts:
@@ -228,7 +232,7 @@ class Deliverer:
         by_message: dict[str, list[Delivery]] = {}
         for d in edits:
             by_message.setdefault(messages[d.group_id].message_id, []).append(d)
-        batches = [[d] for d in posts] + list(by_message.values())
+        batches = [[d] for d in doubtful + posts] + list(by_message.values())
         for batch in batches:
             if throttle.delay(chat, self.clock()) > 0:
                 break  # the next step sends it

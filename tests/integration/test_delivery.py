@@ -236,6 +236,26 @@ async def test_in_doubt_slack_post_is_found_and_edited_not_duplicated(rig: Rig) 
     assert len(rig.slack.method_calls("conversations.history")) == 1
 
 
+async def test_an_in_doubt_post_is_not_repeated_in_a_burst_digest(rig: Rig) -> None:
+    # A new leader takes over with a backlog: the dead one's in-doubt post and more new groups
+    # than a burst allows. The in-doubt one is found and edited; the digest leaves it out.
+    await rig.put(make_alert())
+    await rig.run()
+    await rig.record.db.execute("UPDATE deliveries SET status = 'sending' WHERE platform = 'slack'")
+    await rig.record.db.execute("DELETE FROM chat_messages WHERE platform = 'slack'")
+    assert await rig.deliverer.store.recover() == 1
+    for i in range(5):
+        series = f"search{i}.latency"
+        await rig.put(make_alert(f"{series} unusually high", id=f"b{i}", group_key=f"anomaly:{series}",
+                                 series=series, service=f"search{i}"))  # fmt: skip
+    await rig.run(advance=2)
+    await rig.run(advance=2)
+    naming = [m for m in rig.slack.messages(CHANNEL) if "checkout.latency" in m.text + str(m.blocks)]
+    assert len(naming) == 1, [m.text for m in rig.slack.messages(CHANNEL)]
+    assert len(rig.slack.method_calls("conversations.history")) == 1
+    assert all(s == "sent" for s in await rig.statuses())
+
+
 async def test_a_huge_group_is_split_into_valid_telegram_parts_naming_every_series(rig: Rig) -> None:
     for i in range(300):
         series = f"checkout.endpoint_{i:03d}.latency"
