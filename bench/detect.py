@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab  # bench/nab.py, beside this file
 
 from engine.demo import poisson_sample
+from engine.detection import COMPILED
 from engine.detection.detect import Detection, state_bytes
 from engine.signal import Signal
 
@@ -218,7 +219,8 @@ def main() -> None:
     print(f"false alarms on clean series: {clean_alarms} in {clean_days:.0f} series-days = "
           f"{clean_alarms / clean_days:.3f} per series-day (target < 0.1)")  # fmt: skip
     print(f">=5σ spikes, dips and steps caught within 3 points: {fast[0]}/{fast[1]}")
-    print(f"throughput: {points / seconds:,.0f} points/s on one core (whole ensemble + hysteresis)")
+    build = "compiled detector" if COMPILED else "detector from the Python source"
+    print(f"throughput: {points / seconds:,.0f} points/s on one core (whole ensemble + hysteresis, {build})")
     print(f"state per series: {state_bytes(Detection())} bytes")
     if args.cli_rows:
         cli_throughput(args.cli_rows, rng)

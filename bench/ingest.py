@@ -38,6 +38,8 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from engine.detection import COMPILED  # the workers import the same build
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/14"
 T0 = 1_795_000_000
@@ -313,6 +315,7 @@ async def main() -> None:
 
     print(
         f"machine: {os.cpu_count()} cores; burst of {args.signals} signals, {args.workers} worker process(es)"
+        f" ({'compiled' if COMPILED else 'Python source'} detector)"
     )
     raw_one = await raw_xadd(100_000, 1000, 1)
     raw_chunk = await raw_xadd(args.signals, 1000, 100)

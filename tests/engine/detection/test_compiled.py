@@ -1,0 +1,102 @@
+"""The compiled detector (mypyc, built by setup.py) is the source, only faster."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import engine.detection
+from engine.demo import poisson_sample
+from engine.detection import compiled_is_current, ensemble
+
+SOURCE = Path(engine.detection.__file__).with_name("ensemble.py")
+
+
+def _source_module() -> ModuleType:
+    """engine/detection/ensemble.py loaded from the .py file, whatever import picked."""
+    spec = importlib.util.spec_from_file_location("ensemble_from_source", SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def _corpus(seed: int) -> dict[str, list[tuple[float, float]]]:
+    """Series that reach every detector: seasonal, counts, spikes, a shift, gaps, zeros."""
+    rng = random.Random(seed)
+    t0 = 1_700_000_000.0
+    series: dict[str, list[tuple[float, float]]] = {}
+    daily = []
+    for i in range(6 * 1440 // 5):
+        hour = (i * 5 / 60) % 24
+        value = 100 + 40 * math.sin(2 * math.pi * hour / 24) + rng.gauss(0, 3)
+        daily.append((t0 + i * 300, value + (80 if i % 997 == 0 else 0)))
+    series["daily"] = daily
+    series["counts"] = [(t0 + i * 60, float(poisson_sample(rng, 4 if i < 3000 else 12))) for i in range(4000)]
+    series["shift"] = [(t0 + i * 60, rng.gauss(50 if i < 2000 else 80, 2)) for i in range(3000)]
+    gaps, ts = [], t0
+    for i in range(2000):
+        ts += rng.choice((60, 60, 60, 600)) + (7200 if i == 1500 else 0)
+        gaps.append((ts, rng.gauss(10, 1)))
+    series["gaps"] = gaps
+    series["spiky"] = [(t0 + i * 60, 20.0 if i % 100 == 0 else 0.0) for i in range(3000)]
+    series["heavy"] = [(t0 + i * 60, rng.paretovariate(1.5)) for i in range(3000)]
+    return series
+
+
+def _fields(a: ensemble.Assessment) -> tuple[object, ...]:
+    return (a.score, a.z, a.expected, a.lower, a.upper, a.drivers, a.warm, a.note)
+
+
+def test_the_compiled_detector_gives_exactly_what_the_source_gives() -> None:
+    if not engine.detection.COMPILED:
+        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
+            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled detector is not in use")
+        pytest.skip("the compiled detector is not installed here (no C compiler at install time?)")
+    assert ensemble.__file__ and not ensemble.__file__.endswith(".py")
+    source = _source_module()
+    compiled_detector, source_detector = ensemble.EnsembleDetector(), source.EnsembleDetector()
+    points = 0
+    for name, data in _corpus(7).items():
+        a, b = compiled_detector.new_state(), source_detector.new_state()
+        for ts, value in data:
+            got, want = compiled_detector.observe(a, ts, value), source_detector.observe(b, ts, value)
+            points += 1
+            if want is None:
+                assert got is None, name
+                continue
+            assert got is not None, name
+            assert _fields(got) == _fields(want), f"{name} at {ts}"
+        # Saved state is the same bytes, and either side loads the other's.
+        assert compiled_detector.pack(a) == source_detector.pack(b), name
+        saved = source_detector.pack(b)
+        assert source_detector.pack(compiled_detector.unpack(saved)) == saved
+    assert points > 15_000
+
+
+def test_a_compiled_detector_built_from_another_source_is_not_used(tmp_path: Path) -> None:
+    source, stamp = tmp_path / "ensemble.py", tmp_path / "ensemble.build"
+    source.write_text("X = 1\n")
+    assert not compiled_is_current(source, stamp)  # no stamp: not known to match
+    stamp.write_text(hashlib.sha256(source.read_bytes()).hexdigest() + "\n")
+    assert compiled_is_current(source, stamp)
+    source.write_text("X = 2\n")  # edited since the build
+    assert not compiled_is_current(source, stamp)
+    assert compiled_is_current(tmp_path / "absent.py", stamp)  # installed without sources
+
+
+def test_the_compiled_detector_in_use_was_built_from_todays_source() -> None:
+    if engine.detection.COMPILED:
+        assert compiled_is_current(SOURCE, SOURCE.with_name("ensemble.build"))
