@@ -9,6 +9,7 @@ matplotlib's object API (no pyplot global state), so it is safe off the event lo
 from __future__ import annotations
 
 import io
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def render_chart(
     if len(points) < 2:
         raise ValueError(f"not enough points to chart {title!r}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a chart is drawn
-    from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
+    from matplotlib.dates import HOURLY, MINUTELY, SECONDLY, AutoDateLocator, DateFormatter, date2num
     from matplotlib.figure import Figure
 
     by_ts = {a.ts: a for a in anomalies}
@@ -147,9 +148,15 @@ def render_chart(
     ax.set_title(title[:60], fontsize=16)
     ax.tick_params(labelsize=12)
     locator = AutoDateLocator(tz=tz, minticks=3, maxticks=6)
+    # With at most 6 ticks its intervals stop short of the next unit (2.5-3 min, 2.5-3 h and
+    # 60-72 h had none, and it warned on every such chart): one more step each closes the gap.
+    for freq, longest in ((SECONDLY, 60), (MINUTELY, 60), (HOURLY, 24)):
+        locator.intervald[freq] = [*locator.intervald[freq], longest]
     ax.xaxis.set_major_locator(locator)
-    short = points[-1][0] - points[0][0] < 600
-    ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if short else "%H:%M", tz=tz))
+    span = points[-1][0] - points[0][0]
+    # Past a day the ticks name the day too: three "00:00" ticks say nothing.
+    labels = next(f for limit, f in _TICK_LABELS if span < limit)
+    ax.xaxis.set_major_formatter(DateFormatter(labels, tz=tz))
     ax.set_xlabel(f"time ({_zone_name(tz, points[-1][0])})", fontsize=11)
     if unit:
         ax.set_ylabel(unit, fontsize=12)
@@ -161,6 +168,9 @@ def render_chart(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+_TICK_LABELS = ((600, "%H:%M:%S"), (86400, "%H:%M"), (6 * 86400, "%a %H:%M"), (math.inf, "%d %b"))
 
 
 def _zone_name(tz: tzinfo, ts: float) -> str:
