@@ -224,13 +224,18 @@ async def test_a_stalled_api_times_out_and_is_retried(rig: Rig) -> None:
     assert len(rig.telegram.chat(CHAT)) >= 1
 
 
-async def test_in_doubt_slack_post_is_found_and_edited_not_duplicated(rig: Rig) -> None:
+async def slack_post_in_doubt(rig: Rig) -> None:
+    """Post an alert, then put it as if the process died after Slack took the post but before
+    it was marked sent."""
     await rig.put(make_alert())
     await rig.run()
-    # As if the process died after Slack took the post but before it was marked sent.
     await rig.record.db.execute("UPDATE deliveries SET status = 'sending' WHERE platform = 'slack'")
     await rig.record.db.execute("DELETE FROM chat_messages WHERE platform = 'slack'")
     assert await rig.deliverer.store.recover() == 1
+
+
+async def test_in_doubt_slack_post_is_found_and_edited_not_duplicated(rig: Rig) -> None:
+    await slack_post_in_doubt(rig)
     await rig.run(advance=2)
     assert len(rig.slack.messages(CHANNEL)) == 1
     assert len(rig.slack.method_calls("conversations.history")) == 1
@@ -239,11 +244,7 @@ async def test_in_doubt_slack_post_is_found_and_edited_not_duplicated(rig: Rig) 
 async def test_an_in_doubt_post_is_not_repeated_in_a_burst_digest(rig: Rig) -> None:
     # A new leader takes over with a backlog: the dead one's in-doubt post and more new groups
     # than a burst allows. The in-doubt one is found and edited; the digest leaves it out.
-    await rig.put(make_alert())
-    await rig.run()
-    await rig.record.db.execute("UPDATE deliveries SET status = 'sending' WHERE platform = 'slack'")
-    await rig.record.db.execute("DELETE FROM chat_messages WHERE platform = 'slack'")
-    assert await rig.deliverer.store.recover() == 1
+    await slack_post_in_doubt(rig)
     for i in range(5):
         series = f"search{i}.latency"
         await rig.put(make_alert(f"{series} unusually high", id=f"b{i}", group_key=f"anomaly:{series}",
