@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint bench clean
 
-# setup.py compiles engine/detection/ensemble.py (mypyc) when it can: rebuilt when either changes.
-$(STAMP): pyproject.toml setup.py engine/detection/ensemble.py
+# setup.py compiles the two hot modules (mypyc) when it can: rebuilt when one changes.
+$(STAMP): pyproject.toml setup.py engine/detection/ensemble.py engine/signal_fast.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SigOps needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -31,4 +31,4 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) data build .pytest_cache .mypy_cache .ruff_cache engine/detection/*.so engine/detection/ensemble.build
+	rm -rf $(VENV) data build .pytest_cache .mypy_cache .ruff_cache engine/*.so engine/*.build engine/detection/*.so engine/detection/*.build

@@ -1,11 +1,11 @@
-"""The optional compiled detector: `engine/detection/ensemble.py` built with mypyc.
-
-The ensemble's per-point update is most of what a worker and `sigops detect` spend; as a
-C extension it runs about twice as fast, from the same source. The Python file stays the
-reference and the fallback: without a C compiler, or with SIGOPS_PURE_PYTHON=1, SigOps
-installs and runs on the source alone. Beside the extension the build writes the source's
-SHA-256 (`ensemble.build`), so a compiled module older than its source is never used
-(`engine/detection/__init__.py` checks).
+"""The optional compiled hot paths, built with mypyc: the detector ensemble
+(`engine/detection/ensemble.py`, most of what a worker and `sigops detect` spend per point)
+and the fast validation path (`engine/signal_fast.py`, most of what the HTTP server spends
+per signal). As C extensions they run about twice as fast, from the same source. The
+Python files stay the reference and the fallback: without a C compiler, or with
+SIGOPS_PURE_PYTHON=1, SigOps installs and runs on the sources alone. Beside each extension
+the build writes its source's SHA-256 (`<module>.build`), so a compiled module older than
+its source is never used (`engine.load_checked` checks).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-SOURCE = Path("engine/detection/ensemble.py")
+SOURCES = {
+    "engine.detection.ensemble": Path("engine/detection/ensemble.py"),
+    "engine.signal_fast": Path("engine/signal_fast.py"),
+}
 
 
 class OptionalBuildExt(build_ext):
@@ -31,9 +34,10 @@ class OptionalBuildExt(build_ext):
             print(f"sigops: compiled detector not built ({exc}); using the Python source", file=sys.stderr)
             return
         for ext in self.extensions:
-            if ext.name == "engine.detection.ensemble":
-                stamp = Path(self.get_ext_fullpath(ext.name)).with_name("ensemble.build")
-                stamp.write_text(hashlib.sha256(SOURCE.read_bytes()).hexdigest() + "\n")
+            source = SOURCES.get(ext.name)
+            if source is not None:
+                stamp = Path(self.get_ext_fullpath(ext.name)).with_name(f"{source.stem}.build")
+                stamp.write_text(hashlib.sha256(source.read_bytes()).hexdigest() + "\n")
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
         try:
@@ -51,7 +55,8 @@ def _extensions() -> list:  # type: ignore[type-arg]
         print("sigops: mypyc not available; using the Python detector", file=sys.stderr)
         return []
     try:
-        return mypycify([str(SOURCE)], opt_level="3")
+        # separate: each module its own library beside it, so each can be used or not alone
+        return mypycify([str(path) for path in SOURCES.values()], opt_level="3", separate=True)
     except BaseException as exc:  # a type error mypyc refuses: never block the install
         print(f"sigops: compiled detector not built ({exc!r}); using the Python source", file=sys.stderr)
         return []

@@ -38,7 +38,8 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from engine.detection import COMPILED  # the workers import the same build
+from engine import COMPILED_VALIDATION  # serve and the workers import the same build
+from engine.detection import COMPILED
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -315,7 +316,8 @@ async def main() -> None:
 
     print(
         f"machine: {os.cpu_count()} cores; burst of {args.signals} signals, {args.workers} worker process(es)"
-        f" ({'compiled' if COMPILED else 'Python source'} detector)"
+        f" (compiled: detector {'yes' if COMPILED else 'no'},"
+        f" validation {'yes' if COMPILED_VALIDATION else 'no'})"
     )
     raw_one = await raw_xadd(100_000, 1000, 1)
     raw_chunk = await raw_xadd(args.signals, 1000, 100)

@@ -10,49 +10,9 @@ extension, about twice as fast. It is used only when it was built from the sourc
 it; otherwise (the source was edited since) the source is loaded, with a warning.
 """
 
-import hashlib
-import importlib.util
-import logging
-import sys
-from pathlib import Path
+from engine import compiled_is_current, load_checked
 
-
-def compiled_is_current(source: Path, stamp: Path) -> bool:
-    """Whether a compiled ensemble built with this `stamp` (the SHA-256 of the source it was
-    built from) matches `source` today. No source beside it (an install without sources):
-    nothing to compare, so yes."""
-    if not source.exists():
-        return True
-    try:
-        built_from = stamp.read_text().strip()
-    except OSError:
-        return False
-    return built_from == hashlib.sha256(source.read_bytes()).hexdigest()
-
-
-def _choose_ensemble() -> bool:
-    """Load the ensemble: compiled when current, else the source. True when compiled."""
-    name = f"{__name__}.ensemble"
-    spec = importlib.util.find_spec(name)
-    origin = spec.origin if spec else None
-    if origin is None or origin.endswith(".py"):
-        return False
-    here = Path(__file__).resolve().parent
-    if compiled_is_current(here / "ensemble.py", here / "ensemble.build"):
-        return True
-    logging.getLogger(__name__).warning(
-        "the compiled detector was built from another version of engine/detection/ensemble.py: "
-        "using the Python source (run `make install` to rebuild it)"
-    )
-    source = importlib.util.spec_from_file_location(name, here / "ensemble.py")
-    assert source is not None and source.loader is not None
-    module = importlib.util.module_from_spec(source)
-    sys.modules[name] = module
-    source.loader.exec_module(module)
-    return False
-
-
-COMPILED = _choose_ensemble()  # the ensemble in use is the mypyc-compiled one
+COMPILED = load_checked(f"{__name__}.ensemble")  # the ensemble in use is the mypyc-compiled one
 
 from engine.detection.detect import Anomaly, Detection, Hysteresis, Observation, state_bytes  # noqa: E402
 from engine.detection.ensemble import (  # noqa: E402

@@ -17,7 +17,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "answers": {"detection", "alerting"},
     "brief": {"detection", "alerting", "answers"},
 }
-SHARED = {"signal", "ports", "errors", "text", "failpoints", "supervise", "chart", "demo", "metrics"}
+SHARED = {
+    "signal",
+    "signal_fast",
+    "ports",
+    "errors",
+    "text",
+    "failpoints",
+    "supervise",
+    "chart",
+    "demo",
+    "metrics",
+}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

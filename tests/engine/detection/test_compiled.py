@@ -1,4 +1,4 @@
-"""The compiled detector (mypyc, built by setup.py) is the source, only faster."""
+"""The compiled modules (mypyc, built by setup.py) are their sources, only faster."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from types import ModuleType
 
 import pytest
 
+import engine
 import engine.detection
+import engine.signal_fast
 from engine.demo import poisson_sample
 from engine.detection import compiled_is_current, ensemble
 
@@ -97,6 +99,13 @@ def test_a_compiled_detector_built_from_another_source_is_not_used(tmp_path: Pat
     assert compiled_is_current(tmp_path / "absent.py", stamp)  # installed without sources
 
 
-def test_the_compiled_detector_in_use_was_built_from_todays_source() -> None:
+def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
     if engine.detection.COMPILED:
         assert compiled_is_current(SOURCE, SOURCE.with_name("ensemble.build"))
+    fast = Path(engine.__file__).with_name("signal_fast.py")
+    if engine.COMPILED_VALIDATION:
+        assert compiled_is_current(fast, fast.with_suffix(".build"))
+        assert not engine.signal_fast.__file__.endswith(".py")
+    elif os.environ.get("SIGOPS_EXPECT_COMPILED"):
+        pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled validation path is not in use")
+    # Whichever is in use, the fast path and the careful one agree: tests/engine/test_signal.py.
