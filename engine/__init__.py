@@ -17,6 +17,7 @@ detection ← alerting ← intake, and detection, alerting ← answers ← brief
 import hashlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,21 +37,26 @@ def compiled_is_current(source: Path, stamp: Path) -> bool:
 
 def load_checked(name: str) -> bool:
     """Import module `name` compiled (mypyc, see setup.py) if it was built from the source
-    beside it, else from that source, with a warning. True when the compiled one is in use.
-    Call it before anything imports the module."""
+    beside it, else from that source, with a warning; SIGOPS_PURE_PYTHON=1 takes the source
+    too (to rule the compiled code out). True when the compiled one is in use. Call it
+    before anything imports the module."""
     spec = importlib.util.find_spec(name)
     origin = spec.origin if spec else None
     if origin is None or origin.endswith(".py"):
         return False
     source = Path(origin).with_name(name.rsplit(".", 1)[1] + ".py")
-    if compiled_is_current(source, source.with_suffix(".build")):
+    if os.environ.get("SIGOPS_PURE_PYTHON"):
+        if not source.exists():
+            return True  # an install without sources: the compiled module is all there is
+    elif compiled_is_current(source, source.with_suffix(".build")):
         return True
-    logging.getLogger(__name__).warning(
-        "the compiled %s was built from another version of %s: using the Python source "
-        "(run `make install` to rebuild it)",
-        name,
-        source.name,
-    )
+    else:
+        logging.getLogger(__name__).warning(
+            "the compiled %s was built from another version of %s: using the Python source "
+            "(run `make install` to rebuild it)",
+            name,
+            source.name,
+        )
     from_source = importlib.util.spec_from_file_location(name, source)
     assert from_source is not None and from_source.loader is not None
     module = importlib.util.module_from_spec(from_source)

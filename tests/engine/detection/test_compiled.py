@@ -7,6 +7,7 @@ import importlib.util
 import math
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -109,3 +110,13 @@ def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
     elif os.environ.get("SIGOPS_EXPECT_COMPILED"):
         pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled validation path is not in use")
     # Whichever is in use, the fast path and the careful one agree: tests/engine/test_signal.py.
+
+
+def test_sigops_pure_python_runs_the_sources_even_when_compiled_ones_are_there() -> None:
+    code = (
+        "import engine, engine.detection as d, engine.detection.ensemble as e, engine.signal_fast as f;"
+        "print(engine.COMPILED_VALIDATION, d.COMPILED, e.__file__.endswith('.py'), f.__file__.endswith('.py'))"
+    )
+    env = {**os.environ, "SIGOPS_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True", "True"]
