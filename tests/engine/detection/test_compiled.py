@@ -115,7 +115,8 @@ def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
 def test_sigops_pure_python_runs_the_sources_even_when_compiled_ones_are_there() -> None:
     code = (
         "import engine, engine.detection as d, engine.detection.ensemble as e, engine.signal_fast as f;"
-        "print(engine.COMPILED_VALIDATION, d.COMPILED, e.__file__.endswith('.py'), f.__file__.endswith('.py'))"
+        "print(engine.COMPILED_VALIDATION, d.COMPILED,"
+        " e.__file__.endswith('.py'), f.__file__.endswith('.py'))"
     )
     env = {**os.environ, "SIGOPS_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
