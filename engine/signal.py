@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import FieldProblem, InvalidSignal
 from engine.signal_fast import (  # the limits and the fast path live there (compiled when possible)
-    _CONTROL,
     _FIELDS,
     _SEVERITY_ALIASES,
     KINDS,
@@ -29,6 +28,7 @@ from engine.signal_fast import (  # the limits and the fast path live there (com
     MAX_SERIES_CHARS,
     MAX_TEXT_CHARS,
     SEVERITIES,
+    has_control,
     parse_timestamp,
     plain_fields,
 )
@@ -116,7 +116,7 @@ class SignalInput(BaseModel):
         if not isinstance(raw, str | int):
             raise ValueError("id must be text")
         text = str(raw).strip()
-        if len(text) > MAX_ID_CHARS or _CONTROL.search(text):
+        if len(text) > MAX_ID_CHARS or has_control(text):
             raise ValueError(f"id must be at most {MAX_ID_CHARS} printable characters")
         return text
 
@@ -130,7 +130,7 @@ class SignalInput(BaseModel):
     def _check_name(cls, raw: Any) -> Any:
         if isinstance(raw, str):
             raw = raw.strip()
-            if _CONTROL.search(raw):
+            if has_control(raw):
                 raise ValueError("must not contain control characters")
         return raw
 
