@@ -10,7 +10,7 @@ extension, about twice as fast. It is used only when it was built from the sourc
 it; otherwise (the source was edited since) the source is loaded, with a warning.
 """
 
-from engine import compiled_is_current, load_checked
+from engine import load_checked
 
 COMPILED = load_checked(f"{__name__}.ensemble")  # the ensemble in use is the mypyc-compiled one
 
@@ -27,6 +27,6 @@ from engine.detection.replay import read_points, replay, write_csv  # noqa: E402
 
 __all__ = [
     "COMPILED", "Anomaly", "Assessment", "Detection", "EnsembleDetector", "Forecast", "Hysteresis",
-    "LocalHours", "Observation", "SeriesModel", "compiled_is_current", "forecast", "read_points",
-    "replay", "score_of", "state_bytes", "write_csv",
+    "LocalHours", "Observation", "SeriesModel", "forecast", "read_points", "replay", "score_of",
+    "state_bytes", "write_csv",
 ]  # fmt: skip

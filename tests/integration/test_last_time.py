@@ -8,7 +8,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 
 from bot.alert_message import group_reply
-from engine.alerting.alerts import AlertChange, AlertPolicy
+from engine.alerting.alerts import Alert, AlertChange, AlertPolicy
 from engine.alerting.notify import Notification
 from engine.answers.answer import RetrievalAnswerer
 from engine.detection.detect import Detection
@@ -41,6 +41,16 @@ def auth_down(ts: float, status: str = "firing", service: str = "auth") -> Queue
     return am_alert(ts, "AuthDown", service, text="auth is down", status=status)
 
 
+async def resolve(record: SqliteRecord, alert: Alert, at: float, by: str, note: str) -> None:
+    """Record `alert` as resolved at `at` by `by`, with what they did."""
+    async with record.transaction() as tx:
+        fixed = replace(
+            alert, status="resolved", resolved_at=at, updated_at=at, version=alert.version + 1,
+            resolved_by=by, note=note,
+        )  # fmt: skip
+        await tx.write_alerts([AlertChange(fixed, "resolved")])
+
+
 async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys
 ) -> None:
@@ -48,12 +58,7 @@ async def test_a_new_alert_says_what_worked_last_time_and_cites_it(
     t0 = time.time() - 3 * 86400
     [first] = [c.alert for c in (await processor.process([auth_down(t0)])).alert_changes]
     assert "last_time" not in first.context  # nothing similar ever ended: nothing is said
-    async with record.transaction() as tx:
-        fixed = replace(
-            first, status="resolved", resolved_at=t0 + 1500, updated_at=t0 + 1500, version=first.version + 1,
-            resolved_by="lena.m", note="rolled back auth to v1.8.4",
-        )  # fmt: skip
-        await tx.write_alerts([AlertChange(fixed, "resolved")])
+    await resolve(record, first, t0 + 1500, "lena.m", "rolled back auth to v1.8.4")
     # Another service's alert of the same name is not "the same" when a closer one exists.
     await processor.process([auth_down(t0 + 2000, service="billing")])
 
@@ -93,12 +98,7 @@ async def test_a_new_alert_with_no_past_of_its_own_cites_the_most_alike_one(
         c.alert
         for c in (await processor.process([am_alert(t0, "DiskFull", "orders", "db1:9100")])).alert_changes
     ]
-    async with record.transaction() as tx:
-        fixed = replace(
-            past, status="resolved", resolved_at=t0 + 600, updated_at=t0 + 600, version=past.version + 1,
-            resolved_by="sam", note="pruned WAL archive",
-        )  # fmt: skip
-        await tx.write_alerts([AlertChange(fixed, "resolved")])
+    await resolve(record, past, t0 + 600, "sam", "pruned WAL archive")
 
     [alike] = [
         c.alert

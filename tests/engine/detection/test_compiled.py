@@ -17,8 +17,9 @@ import pytest
 import engine
 import engine.detection
 import engine.signal_fast
+from engine import compiled_is_current
 from engine.demo import poisson_sample
-from engine.detection import compiled_is_current, ensemble
+from engine.detection import ensemble
 
 SOURCE = Path(engine.detection.__file__).with_name("ensemble.py")
 
