@@ -11,11 +11,15 @@ from __future__ import annotations
 import io
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 
 from engine.detection.detect import Anomaly
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 WINDOW = 30  # trailing points for the usual range where the detector said nothing
 MAD_TO_SIGMA = 1.4826
@@ -90,17 +94,10 @@ def render_chart(
     if len(points) < 2:
         raise ValueError(f"not enough points to chart {title!r}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a chart is drawn
-    from matplotlib.dates import HOURLY, MINUTELY, SECONDLY, AutoDateLocator, DateFormatter, date2num
+    from matplotlib.dates import date2num
     from matplotlib.figure import Figure
 
-    by_ts = {a.ts: a for a in anomalies}
-    ranges = usual_band(points, set(by_ts))
-    for i, (ts, _) in enumerate(points):
-        if ts in by_ts:
-            a = by_ts[ts]
-            ranges[i] = (a.expected, a.lower, a.upper)
-    if min(v for _, v in points) >= 0:
-        ranges = [(e, max(lo, 0.0), hi) for e, lo, hi in ranges]
+    ranges = _usual_ranges(points, anomalies)
 
     def x(ts: float) -> float:
         return float(date2num(datetime.fromtimestamp(ts, tz)))
@@ -128,24 +125,55 @@ def render_chart(
         ax.axhline(
             threshold, color="#d62728", linestyle="--", linewidth=1.5, label=f"threshold {threshold:g}"
         )
+    _draw_marks(ax, anomalies, marks, points, x)
+    ax.set_title(title[:60], fontsize=16)
+    _label_axes(ax, points, tz, unit)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _usual_ranges(
+    points: Sequence[tuple[float, float]], anomalies: Sequence[Anomaly]
+) -> list[tuple[float, float, float]]:
+    """The band to shade: the detector's own where it flagged a point; never below 0 unless the series is."""
+    by_ts = {a.ts: a for a in anomalies}
+    ranges = usual_band(points, set(by_ts))
+    for i, (ts, _) in enumerate(points):
+        if ts in by_ts:
+            a = by_ts[ts]
+            ranges[i] = (a.expected, a.lower, a.upper)
+    if min(v for _, v in points) >= 0:
+        ranges = [(e, max(lo, 0.0), hi) for e, lo, hi in ranges]
+    return ranges
+
+
+def _draw_marks(
+    ax: Axes,
+    anomalies: Sequence[Anomaly],
+    marks: Sequence[ChartMark],
+    points: Sequence[tuple[float, float]],
+    x: Callable[[float], float],
+) -> None:
+    """Red dots on the anomalous points; a dashed line per change, its label kept inside the picture."""
     flagged = [(x(a.ts), a.value) for a in anomalies if points[0][0] <= a.ts <= points[-1][0]]
     if flagged:
-        ax.scatter(
-            [t for t, _ in flagged],
-            [v for _, v in flagged],
-            color="#d62728",
-            s=40,
-            zorder=5,
-            label="anomalous",
-        )
+        ax.scatter([t for t, _ in flagged], [v for _, v in flagged], color="#d62728", s=40, zorder=5,
+                   label="anomalous")  # fmt: skip
     middle = (points[0][0] + points[-1][0]) / 2
     for mark in marks:
         if points[0][0] <= mark.ts <= points[-1][0]:
             ax.axvline(x(mark.ts), color="#ff7f0e", linestyle="--", linewidth=1.5)
-            side = "left" if mark.ts < middle else "right"  # the label stays inside the picture
+            side = "left" if mark.ts < middle else "right"
             ax.annotate(f" {mark.label[:28]} ", (x(mark.ts), 0.98), xycoords=("data", "axes fraction"),
                         fontsize=11, color="#ff7f0e", ha=side, va="top")  # fmt: skip
-    ax.set_title(title[:60], fontsize=16)
+
+
+def _label_axes(ax: Axes, points: Sequence[tuple[float, float]], tz: tzinfo, unit: str) -> None:
+    """Few round time ticks in the named zone, the unit on the value axis, a floor at 0 for counts."""
+    from matplotlib.dates import HOURLY, MINUTELY, SECONDLY, AutoDateLocator, DateFormatter
+
     ax.tick_params(labelsize=12)
     locator = AutoDateLocator(tz=tz, minticks=3, maxticks=6)
     # With at most 6 ticks its intervals stop short of the next unit (2.5-3 min, 2.5-3 h and
@@ -160,14 +188,11 @@ def render_chart(
     ax.set_xlabel(f"time ({_zone_name(tz, points[-1][0])})", fontsize=11)
     if unit:
         ax.set_ylabel(unit, fontsize=12)
+    values = [v for _, v in points]
     if 0 <= min(values) <= 0.5 * max(values):
         ax.set_ylim(bottom=0)  # a count or a rate: its floor is 0, not wherever the data began
     ax.grid(alpha=0.3)
     ax.legend(fontsize=11, loc="upper left", framealpha=0.8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 _TICK_LABELS = ((600, "%H:%M:%S"), (86400, "%H:%M"), (6 * 86400, "%a %H:%M"), (math.inf, "%d %b"))

@@ -219,30 +219,29 @@ class RetrievalAnswerer:
             )
             figures |= {"anomalies_before_change": float(before), "anomalies_after_change": float(after)}
         if q.intent == "why":  # what worked the last time the same thing happened
-            for alert in [a for a in alerts if isinstance(a.context.get("last_time"), dict)][:3]:
-                last = alert.context["last_time"]
-                said = last_time_line(last, alert.started_at)
-                summary.append(f"{alert.name} [{alert.id}]: {said[0].lower()}{said[1:]}")
-                past = str(last.get("id"))
-                if past not in {e.id for e in evidence}:
-                    ended = float(last.get("resolved_at") or alert.started_at)
-                    evidence.append(Evidence(past, "alert", ended, f"the previous {alert.name}: {said}"))
+            _add_last_times(alerts, summary, evidence)
         if _ASKS_RESOLUTION.search(q.text):  # answer who and how in the summary itself
             summary += [_resolution_line(a) for a in alerts if a.status == "resolved" and a.resolved_by][:5]
-        firing = [a for a in alerts if a.status != "resolved"]
         if _ASKS_FIRING.search(q.text):  # every firing one, not the top few; not the resolved
-            listed = "; ".join(f"{a.name} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
-            summary.append(f"Still firing ({len(firing)}): {listed}." if firing else "Nothing is firing.")
-            resolved = {a.id for a in alerts if a.status == "resolved"}
-            evidence = [e for e in evidence if e.id not in resolved]
-            shown = {e.id for e in evidence}
-            evidence += [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
+            evidence = self._list_firing(alerts, summary, evidence)
         _add_text_evidence(evidence, hits, cap=max(16, len(evidence) + 4))  # room for text still
         if not alerts and not anomalies:
             summary[0] = f"Nothing abnormal recorded for {scope} {_phrase(window)}." + (
                 f" {len(changes)} change(s) in that time." if changes else ""
             )
         return _answer_of(q, since, summary, evidence, figures, window)
+
+    def _list_firing(
+        self, alerts: Sequence[Alert], summary: list[str], evidence: list[Evidence]
+    ) -> list[Evidence]:
+        """Name every firing alert in the summary; the evidence drops the resolved and cites the firing."""
+        firing = [a for a in alerts if a.status != "resolved"]
+        listed = "; ".join(f"{a.name} [{a.id}] since {self._hhmm(a.started_at)}" for a in firing[:30])
+        summary.append(f"Still firing ({len(firing)}): {listed}." if firing else "Nothing is firing.")
+        resolved = {a.id for a in alerts if a.status == "resolved"}
+        kept = [e for e in evidence if e.id not in resolved]
+        shown = {e.id for e in kept}
+        return kept + [_alert_evidence(a) for a in firing[:30] if a.id not in shown]
 
     def _mentions(self, q: Question, found: Sequence[Hit]) -> Answer:
         """The answer to a lookup ("tell me about the TLS certificate"): the records that name it."""
@@ -404,6 +403,18 @@ def _phrase(window: str) -> str:
         if window.startswith("last")
         else window
     )
+
+
+def _add_last_times(alerts: Sequence[Alert], summary: list[str], evidence: list[Evidence]) -> None:
+    """For a "why" question: what ended the previous alert of the same kind, cited."""
+    for alert in [a for a in alerts if isinstance(a.context.get("last_time"), dict)][:3]:
+        last = alert.context["last_time"]
+        said = last_time_line(last, alert.started_at)
+        summary.append(f"{alert.name} [{alert.id}]: {said[0].lower()}{said[1:]}")
+        past = str(last.get("id"))
+        if past not in {e.id for e in evidence}:
+            ended = float(last.get("resolved_at") or alert.started_at)
+            evidence.append(Evidence(past, "alert", ended, f"the previous {alert.name}: {said}"))
 
 
 def _alert_evidence(alert: Alert) -> Evidence:

@@ -81,3 +81,24 @@ def test_the_check_sees_a_wrong_way_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from engine.answers.answer import Answer\nimport storage.sqlite\n")
     assert [m for _, m in imported_modules(bad)] == ["engine.answers.answer", "storage.sqlite"]
+
+
+# Functions allowed past LONGEST lines, and why.
+LONG_ON_PURPOSE = {
+    # The per-point hot path: compiled with mypyc, where a call per step costs what it saves.
+    "engine/detection/ensemble.py:observe",
+}
+LONGEST = 65
+
+
+def test_functions_stay_short_enough_to_read_in_one_screen() -> None:
+    long = []
+    for package in ("engine", "bot", "storage"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    where = f"{path.relative_to(ROOT)}:{node.name}"
+                    if lines > LONGEST and where not in LONG_ON_PURPOSE:
+                        long.append(f"{where} is {lines} lines")
+    assert long == [], "\n".join(long)
