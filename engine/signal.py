@@ -6,7 +6,6 @@ stream and the workers trust it (`signals_from_json`).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from engine.signal_fast import (  # the limits and the fast path live there (com
     MAX_SERIES_CHARS,
     MAX_TEXT_CHARS,
     SEVERITIES,
+    canonical_id,
     has_control,
     parse_timestamp,
     plain_fields,
@@ -205,19 +205,16 @@ class SignalInput(BaseModel):
 
 def content_id(signal: SignalInput | Signal) -> str:
     """A stable id from the signal's content, so a resend is recognised."""
-    canonical = orjson.dumps(
-        [
-            int(signal.ts * 1_000_000),  # microseconds: equal for ISO and epoch forms of one time
-            signal.source,
-            signal.kind,
-            signal.series,
-            signal.value,
-            sorted(signal.labels.items()),
-            signal.text,
-            signal.severity,
-        ]
+    return canonical_id(
+        signal.ts,
+        signal.source,
+        signal.kind,
+        signal.series,
+        signal.value,
+        signal.labels,
+        signal.text,
+        signal.severity,
     )
-    return hashlib.blake2b(canonical, digest_size=12).hexdigest()
 
 
 def signals_to_json(signals: Sequence[Signal]) -> bytes:
@@ -297,10 +294,7 @@ def plain_signal(record: Any, now: float | None = None) -> Signal | None:
     fields = plain_fields(record, time.time() if now is None else now)
     if fields is None:
         return None
-    signal = Signal(*fields)
-    if not signal.id:
-        signal.id = content_id(signal)
-    return signal
+    return Signal(*fields)
 
 
 def _json_type(value: Any) -> str:

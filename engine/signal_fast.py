@@ -13,11 +13,15 @@ it is most of what the HTTP server spends per signal.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 KINDS: tuple[str, ...] = ("metric", "event", "alert", "change", "log")
 SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
@@ -111,7 +115,7 @@ Fields = tuple[str, float, str, str, str, float | None, dict[str, str], str | No
 
 
 def plain_fields(record: Any, now: float) -> Fields | None:
-    """The fields of a `Signal` (its id "" when it has none yet) from a record in the plain
+    """The fields of a `Signal` (its content id when the record has no id) from a record in the plain
     shape, or None for any other record (see the module's docstring). `now`: the time, for a
     record without one and for the future check (one clock reading serves a batch)."""
     if type(record) is not dict or not _FIELDS.issuperset(record):
@@ -134,7 +138,36 @@ def plain_fields(record: Any, now: float) -> Fields | None:
     series, source, kind = names
     if value is None and kind == "metric":
         return None
+    if not signal_id:
+        signal_id = canonical_id(ts, source, kind, series, value, labels, text, severity)
     return signal_id, ts, source, kind, series, value, labels, text, severity
+
+
+def canonical_id(
+    ts: float,
+    source: str,
+    kind: str,
+    series: str,
+    value: float | None,
+    labels: Mapping[str, str],
+    text: str | None,
+    severity: str,
+) -> str:
+    """The id a signal without one gets, from its content, so a resend is recognised.
+    Its form never changes: every id already recorded depends on it."""
+    canonical = orjson.dumps(
+        [
+            int(ts * 1_000_000),  # microseconds: equal for ISO and epoch forms of one time
+            source,
+            kind,
+            series,
+            value,
+            sorted(labels.items()),
+            text,
+            severity,
+        ]
+    )
+    return hashlib.blake2b(canonical, digest_size=12).hexdigest()
 
 
 _NOT_PLAIN: Any = object()  # a value the fast path leaves to the careful one

@@ -256,3 +256,20 @@ def test_the_usual_shapes_take_the_fast_path() -> None:
     assert all(plain_signal(record) is not None for record in usual)
     assert plain_signal({"series": "a.b", "value": "1.5"}) is None  # text for a number: converted carefully
     assert validate_batch([{"series": "a.b", "value": "1.5"}])[0][0].value == 1.5
+
+
+def test_content_ids_keep_the_form_every_recorded_id_depends_on() -> None:
+    """Ids recorded last year must match a resend today: the canonical form is frozen, and
+    the careful path gives the same id as the fast one."""
+    records = [
+        {"series": "checkout.latency_ms", "value": 412.5, "ts": 1795000000.25,
+         "labels": {"service": "checkout", "env": "prod"}},
+        {"series": "checkout.deploy", "kind": "change", "ts": "2026-11-22T08:00:00Z",
+         "text": "v1.8.4", "source": "ci"},
+    ]  # fmt: skip
+    good, bad = validate_batch(records)
+    assert bad == []
+    assert [s.id for s in good] == ["c9c963975d439f1000902720", "c867cab825b7982bbda5dde6"]
+    careful = [validate_signal({**r, "labels": {**r.get("labels", {}), "n": "1"}}) for r in records[:1]]
+    assert careful[0].id != good[0].id  # a label more is another signal
+    assert validate_signal(records[0]).id == good[0].id
