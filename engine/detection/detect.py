@@ -220,6 +220,19 @@ class Detection:
                 if state is not None:
                     self._series[series] = state
 
+    def resume(self, series: str, opened_at: float) -> None:
+        """The record has an alert firing for `series` that its state does not know of (the
+        worker that opened it died before saving): hold the episode open, so the series'
+        calm points close the alert as they would have."""
+        state = self._series.get(series)
+        if state is None:
+            state = SeriesState(self.detector.new_state(), Episode())
+            self._series[series] = state
+        episode = state.episode
+        if not episode.open:
+            episode.open, episode.opened_at, episode.quiet = True, opened_at, 0
+            state.dirty = True
+
     def series_names(self) -> list[str]:
         return list(self._series)
 

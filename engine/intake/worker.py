@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from engine import metrics
-from engine.alerting.alerts import NEW, Alert, AlertChange, AlertPolicy, decide, keys_involved
+from engine.alerting.alerts import NEW, Alert, AlertChange, AlertPolicy, anomaly_key, decide, keys_involved
 from engine.alerting.risk import CHANGE_WINDOW_S, assess
 from engine.detection.detect import Anomaly, Detection, Observation
 from engine.errors import QueueUnavailable, RecordUnavailable
@@ -42,7 +42,7 @@ class WorkerConfig:
     block_ms: int = 1000
     reclaim_idle_ms: int = 30_000
     reclaim_every_s: float = 5.0
-    state_save_every_s: float = 5.0
+    state_save_every_s: float = 5.0  # when idle (a sweep may change states); every batch saves its own
     sweep_every_s: float = 30.0  # how often silent series are looked for
     retry_min_s: float = 0.2
     retry_max_s: float = 10.0
@@ -88,7 +88,7 @@ class SignalProcessor:
                     fresh.append(entry)
                     fresh_ids.discard(entry.signal.id)  # a repeat inside the batch counts once
             points = [e for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
-            await self._restore_states({e.signal.series for e in points})
+            await self._restore_states(tx, {e.signal.series for e in points})
             observations: list[Observation] = [
                 self.detection.observe(e.signal, e.received_at) for e in points
             ]
@@ -140,10 +140,17 @@ class SignalProcessor:
                 applied = await tx.write_alerts(changes)
         return [c for c in changes if c.alert.id in applied]
 
-    async def _restore_states(self, series: set[str]) -> None:
-        unknown = [s for s in series if not self.detection.known(s)]
-        if unknown:
-            self.detection.restore(await self.states.load(unknown))
+    async def _restore_states(self, tx: RecordTransaction, series: set[str]) -> None:
+        """Load the saved state of series this process has not seen, and hold open the
+        episodes of their alerts still firing in the record: a state is saved every few
+        seconds, so a worker killed in between leaves alerts newer than the saved state."""
+        unknown = sorted(s for s in series if not self.detection.known(s))
+        if not unknown:
+            return
+        self.detection.restore(await self.states.load(unknown))
+        firing = await tx.open_alerts([anomaly_key(s) for s in unknown])
+        for alert in firing.values():
+            self.detection.resume(alert.series, alert.started_at)
 
     async def drop_shards(self, shards: frozenset[int], total: int, *, save: bool) -> None:
         """Forget the series of shards this process no longer owns (saving them first if given back)."""
@@ -273,6 +280,10 @@ class Worker:
                 "%s: a batch of %d signals failed; retrying them one by one", self.name, len(entries)
             )
             outcome = await self._process_singly(entries)
+        # The detector state goes to Redis before the ack, every batch: a worker killed after
+        # this point leaves a state that has seen every signal it acknowledged, and its
+        # successor does not relearn (nor re-alert on) what the dead one had already seen.
+        await self.processor.save_states()
         await self.queue.ack(entries)
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.WORKER_SIGNALS.inc(outcome.read)
@@ -282,7 +293,6 @@ class Worker:
             if change.newsworthy:
                 await self._announce(change)
         await self._maybe_sweep()
-        await self._maybe_save_states()
         return outcome
 
     async def _owned_shards(self) -> list[int] | None:

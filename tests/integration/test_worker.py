@@ -30,9 +30,12 @@ def history(n: int, series: str = "pay.latency") -> list[Any]:
     return [make_signal(series=series, value=rng.gauss(200, 10), ts=T0 + 60 * i) for i in range(n)]
 
 
+@pytest.mark.parametrize("ending", ["shutdown", "kill"])
 async def test_detector_state_survives_a_worker_restart(
-    queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+    queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys, ending: str
 ) -> None:
+    """Whether the worker shut down (saving its states) or was killed after its last ack,
+    the next one goes on from every point acknowledged: no second warm-up."""
     await queue.ensure_group()
     await queue.publish(history(100), time.time())
     first = SignalProcessor(
@@ -40,7 +43,8 @@ async def test_detector_state_survives_a_worker_restart(
     )
     worker = make_worker("before", queue, first, RecordingSink())
     await drain(worker)
-    await worker.flush_states()  # what `run` does at shutdown
+    if ending == "shutdown":
+        await worker.flush_states()  # what `run` does at shutdown
     assert await redis.hexists(keys.detector_state, "pay.latency")
 
     # A new process: fresh Detection, same Redis. One spike, no warm-up needed.
@@ -51,6 +55,41 @@ async def test_detector_state_survives_a_worker_restart(
     await queue.publish([make_signal(series="pay.latency", value=600.0, ts=T0 + 60 * 100)], time.time())
     await drain(make_worker("after", queue, second, sink))
     assert [(series, change) for _, series, change in sink.notes] == [("pay.latency", "opened")]
+
+
+async def test_an_alert_opened_after_the_last_state_save_still_closes_after_a_kill(
+    queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """A worker killed after committing an opened alert but before saving its detector state: the
+    next owner restores a state without that episode, and must still close the alert when the
+    series is calm again instead of leaving it firing for ever."""
+    await queue.ensure_group()
+
+    def processor() -> SignalProcessor:
+        detection = Detection(EnsembleDetector(warmup=50))
+        return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
+
+    first = make_worker("before", queue, processor(), RecordingSink())
+    await queue.publish(history(100), time.time())
+    await drain(first)
+    await first.flush_states()
+    before_spike = await redis.hget(keys.detector_state, "pay.latency")
+    await queue.publish([make_signal(series="pay.latency", value=900.0, ts=T0 + 60 * 100)], time.time())
+    await drain(first)  # opened and committed ...
+    # ... and killed between the commit and the state's save: Redis holds the state before it.
+    await redis.hset(keys.detector_state, "pay.latency", before_spike)
+    opened = await record.open_alerts(["anomaly:pay.latency"])
+    assert [a.status for a in opened.values()] == ["firing"]
+
+    sink = RecordingSink()
+    rng = random.Random(6)
+    calm = [
+        make_signal(series="pay.latency", value=rng.gauss(200, 10), ts=T0 + 60 * i) for i in range(101, 141)
+    ]
+    await queue.publish(calm, time.time())
+    await drain(make_worker("after", queue, processor(), sink))
+    assert [(series, change) for _, series, change in sink.notes] == [("pay.latency", "resolved")]
+    assert await record.open_alerts(["anomaly:pay.latency"]) == {}
 
 
 class PoisonDetector:
