@@ -21,25 +21,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import REDIS_URL, free_port, post_all, start, wait_ready
+from bench.ingest import bench_env, post_all, start, stop_and_clean, wait_ready
 from bot.parts.detection import build_detection
 from bot.settings import Settings
 from engine.signal import Signal
@@ -130,18 +125,8 @@ async def main() -> None:
     flat = [r for row in rows for r in row]
     bodies = [orjson.dumps(flat[i : i + 100]) for i in range(0, total, 100)]
 
-    data_dir = Path(tempfile.mkdtemp(prefix="sigops-chaos-"))
-    prefix = f"chaos-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")},
-        "SIGOPS_REDIS_URL": REDIS_URL,
-        "SIGOPS_REDIS_PREFIX": prefix,
-        "SIGOPS_DATA_DIR": str(data_dir),
-        "SIGOPS_HTTP_PORT": str(port),
-        "SIGOPS_LOG_LEVEL": "ERROR",
-        "SIGOPS_WORKER_BATCH": "5",  # small batches: many chances to die mid-batch
-    }
+    data_dir, prefix, port, env = bench_env("chaos", "ERROR")
+    env["SIGOPS_WORKER_BATCH"] = "5"  # small batches: many chances to die mid-batch
     url = f"http://127.0.0.1:{port}"
     db = data_dir / "sigops.db"
     server = subprocess.Popen(
@@ -180,15 +165,7 @@ async def main() -> None:
         signals, alerts, told, firing = recorded(db)
         elapsed = time.monotonic() - started
     finally:
-        for proc in [server, *workers]:
-            proc.terminate()
-        for proc in [server, *workers]:
-            proc.wait(timeout=30)
-        client = aioredis.Redis.from_url(REDIS_URL)
-        async for key in client.scan_iter(match=f"{prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await stop_and_clean([server, *workers], prefix, data_dir)
 
     spiked = sum(1 for s in range(args.series) if s % 2 == 0) * len(SPIKES)
     differ = sorted(

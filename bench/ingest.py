@@ -95,6 +95,36 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def bench_env(name: str, log_level: str) -> tuple[Path, str, int, dict[str, str]]:
+    """A data directory, Redis key prefix and port of the benchmark's own, and the
+    environment for its SigOps processes (none of the caller's SIGOPS_ settings)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"sigops-{name}-"))
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")},
+        "SIGOPS_REDIS_URL": REDIS_URL,
+        "SIGOPS_REDIS_PREFIX": prefix,
+        "SIGOPS_DATA_DIR": str(data_dir),
+        "SIGOPS_HTTP_PORT": str(port),
+        "SIGOPS_LOG_LEVEL": log_level,
+    }
+    return data_dir, prefix, port, env
+
+
+async def stop_and_clean(procs: list[subprocess.Popen[bytes]], prefix: str, data_dir: Path) -> None:
+    """Stop the benchmark's processes, delete its Redis keys and its data directory."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    async for key in client.scan_iter(match=f"{prefix}:*"):
+        await client.delete(key)
+    await client.aclose()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 async def wait_ready(url: str, path: str = "/readyz", what: str = "server") -> None:
     """Poll `url + path` until it answers 200 (30 s at most)."""
     deadline = time.monotonic() + 30
@@ -331,17 +361,7 @@ async def main() -> None:
     else:
         print("Alertmanager comparison skipped: prometheus-alertmanager is not installed")
 
-    data_dir = Path(tempfile.mkdtemp(prefix="sigops-bench-"))
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SIGOPS_")},
-        "SIGOPS_REDIS_URL": REDIS_URL,
-        "SIGOPS_REDIS_PREFIX": prefix,
-        "SIGOPS_DATA_DIR": str(data_dir),
-        "SIGOPS_HTTP_PORT": str(port),
-        "SIGOPS_LOG_LEVEL": "WARNING",
-    }
+    data_dir, prefix, port, env = bench_env("bench", "WARNING")
     database: str | None = None
     if args.database_url:
         database = f"sigops_bench_{uuid.uuid4().hex[:8]}"
@@ -377,15 +397,7 @@ async def main() -> None:
             + ", ".join(f"worker {peak_rss_mb(w.pid):.0f} MiB" for w in workers)
         )
     finally:
-        for proc in [server, *workers]:
-            proc.terminate()
-        for proc in [server, *workers]:
-            proc.wait(timeout=30)
-        client = aioredis.Redis.from_url(REDIS_URL)
-        async for key in client.scan_iter(match=f"{prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await stop_and_clean([server, *workers], prefix, data_dir)
         if database and args.database_url:
             admin = await asyncpg.connect(args.database_url)
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
