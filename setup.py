@@ -31,7 +31,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers: the source is used instead
-            print(f"sigops: compiled detector not built ({exc}); using the Python source", file=sys.stderr)
+            print(f"sigops: compiled modules not built ({exc}); using the Python source", file=sys.stderr)
             return
         for ext in self.extensions:
             source = SOURCES.get(ext.name)
@@ -52,13 +52,13 @@ def _extensions() -> list:  # type: ignore[type-arg]
     try:
         from mypyc.build import mypycify
     except ImportError:
-        print("sigops: mypyc not available; using the Python detector", file=sys.stderr)
+        print("sigops: mypyc not available; using the Python sources", file=sys.stderr)
         return []
     try:
         # separate: each module its own library beside it, so each can be used or not alone
         return mypycify([str(path) for path in SOURCES.values()], opt_level="3", separate=True)
     except BaseException as exc:  # a type error mypyc refuses: never block the install
-        print(f"sigops: compiled detector not built ({exc!r}); using the Python source", file=sys.stderr)
+        print(f"sigops: compiled modules not built ({exc!r}); using the Python source", file=sys.stderr)
         return []
 
 

@@ -142,8 +142,8 @@ class SignalProcessor:
 
     async def _restore_states(self, tx: RecordTransaction, series: set[str]) -> None:
         """Load the saved state of series this process has not seen, and hold open the
-        episodes of their alerts still firing in the record: a state is saved every few
-        seconds, so a worker killed in between leaves alerts newer than the saved state."""
+        episodes of their alerts still firing in the record: a worker killed between a
+        batch's commit and the save of its states leaves alerts newer than the saved state."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return

@@ -30,6 +30,13 @@ def history(n: int, series: str = "pay.latency") -> list[Any]:
     return [make_signal(series=series, value=rng.gauss(200, 10), ts=T0 + 60 * i) for i in range(n)]
 
 
+def warm_after_50(record: SqliteRecord, redis: aioredis.Redis, keys: Keys) -> SignalProcessor:
+    """A processor as one worker process has it (its own Detection), warm after 50 points,
+    sharing the record and Redis: call it again for the process that comes after."""
+    detection = Detection(EnsembleDetector(warmup=50))
+    return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
+
+
 @pytest.mark.parametrize("ending", ["shutdown", "kill"])
 async def test_detector_state_survives_a_worker_restart(
     queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys, ending: str
@@ -38,19 +45,14 @@ async def test_detector_state_survives_a_worker_restart(
     the next one goes on from every point acknowledged: no second warm-up."""
     await queue.ensure_group()
     await queue.publish(history(100), time.time())
-    first = SignalProcessor(
-        record, RedisDetectorStateStore(redis, keys), Detection(EnsembleDetector(warmup=50)), AlertPolicy()
-    )
-    worker = make_worker("before", queue, first, RecordingSink())
+    worker = make_worker("before", queue, warm_after_50(record, redis, keys), RecordingSink())
     await drain(worker)
     if ending == "shutdown":
         await worker.flush_states()  # what `run` does at shutdown
     assert await redis.hexists(keys.detector_state, "pay.latency")
 
     # A new process: fresh Detection, same Redis. One spike, no warm-up needed.
-    second = SignalProcessor(
-        record, RedisDetectorStateStore(redis, keys), Detection(EnsembleDetector(warmup=50)), AlertPolicy()
-    )
+    second = warm_after_50(record, redis, keys)
     sink = RecordingSink()
     await queue.publish([make_signal(series="pay.latency", value=600.0, ts=T0 + 60 * 100)], time.time())
     await drain(make_worker("after", queue, second, sink))
@@ -64,12 +66,7 @@ async def test_an_alert_opened_after_the_last_state_save_still_closes_after_a_ki
     next owner restores a state without that episode, and must still close the alert when the
     series is calm again instead of leaving it firing for ever."""
     await queue.ensure_group()
-
-    def processor() -> SignalProcessor:
-        detection = Detection(EnsembleDetector(warmup=50))
-        return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
-
-    first = make_worker("before", queue, processor(), RecordingSink())
+    first = make_worker("before", queue, warm_after_50(record, redis, keys), RecordingSink())
     await queue.publish(history(100), time.time())
     await drain(first)
     await first.flush_states()
@@ -87,7 +84,7 @@ async def test_an_alert_opened_after_the_last_state_save_still_closes_after_a_ki
         make_signal(series="pay.latency", value=rng.gauss(200, 10), ts=T0 + 60 * i) for i in range(101, 141)
     ]
     await queue.publish(calm, time.time())
-    await drain(make_worker("after", queue, processor(), sink))
+    await drain(make_worker("after", queue, warm_after_50(record, redis, keys), sink))
     assert [(series, change) for _, series, change in sink.notes] == [("pay.latency", "resolved")]
     assert await record.open_alerts(["anomaly:pay.latency"]) == {}
 
