@@ -6,14 +6,19 @@ decides what is an anomaly episode: a higher score opens one than keeps it open,
 quiet period closes it. A series that opens again soon after closing is flapping: its
 episode then stays open until a much longer calm, so people hear about it once.
 
-Only news opens an episode. Soon after one closed, only a much stronger point opens
-another (the refractory period: real series ring after an incident), and a point much
-weaker than the series' strongest surprise of late (which fades by half in ~350 of its
-points) does not open one: a 7σ blip the day after a 40σ incident is not news.
+Only news opens an episode. A point opens one only if it is further above (or below)
+what was expected than the series has been lately, in the series' own units (records
+that fade by half in three weeks; learned once the series has settled, and until then a
+point must come near its strongest surprise of late). A spike no higher than the ones
+this series shows every few days is not news, however many σ the model makes of it, nor
+is a 7σ blip the day after a 40σ incident. Soon after an episode closed, only a much
+stronger point opens another (the refractory period: real series ring after an
+incident).
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,15 +56,20 @@ class Hysteresis:
 
     open_score: float = 0.58  # |z| ≈ 4.27
     keep_score: float = 0.3  # |z| ≈ 3.3
-    quiet_points: int = 10  # points under `keep_score` before an episode closes
+    quiet_points: int = 20  # points under `keep_score` before an episode closes
     flap_window_s: float = 3600.0  # reopening within this of closing is flapping
     flap_quiet_factor: int = 6  # a flapping episode needs this many times the quiet period
     # Soon after an episode closed (in the series' own points), only a much stronger point
     # opens another: real series ring after an incident, and each ring is not news.
     refractory_points: float = 600.0
     refractory_score: float = 0.97  # |z| ≈ 7
-    # A point opens an episode only if its |z| is at least this share of the series' recent
-    # peak |z|, which decays by `peak_decay` per point: a repeat of a recent surprise is not news.
+    # A point opens an episode only if it is further above (or below) expected than the series
+    # has been lately: records learned from the `record_after`-th point on, fading by half in
+    # `record_half_life_s`. Before, while the models settle (their misses are no measure of
+    # news yet), its |z| must be at least `novelty` times the series' recent peak |z|, which
+    # fades by `peak_decay` a point.
+    record_after: int = 300
+    record_half_life_s: float = 21 * 86400.0
     novelty: float = 0.8
     peak_decay: float = 0.998
     # Past this |z| all surprises are alike for novelty: the first spike of a flat series
@@ -76,7 +86,9 @@ class Episode:
     opened_at: float = 0.0
     closed_at: float = 0.0
     flapping: bool = False
-    peak: float = 0.0  # the strongest |z| of late (decaying): what a new surprise must approach
+    peak: float = 0.0  # the strongest |z| of late (decaying)
+    above: float = -math.inf  # the furthest above expected of late (fading; -inf: none yet)
+    below: float = -math.inf  # the furthest below
 
 
 @dataclass(slots=True)
@@ -101,11 +113,12 @@ class Observation:
     open: bool = False
 
 
-# format version, open, quiet, opened_at, closed_at, flapping, arrived_at, peak (format 4)
-_EPISODE = struct.Struct("<B?Hdd?df")
+# format version, open, quiet, opened_at, closed_at, flapping, arrived_at, peak, above, below
+_EPISODE = struct.Struct("<B?Hdd?dfdd")
+_EPISODE_V4 = struct.Struct("<B?Hdd?df")  # read, for states saved before the records were kept
 _EPISODE_V3 = struct.Struct("<B?Hdd?d")  # read, for states saved before the peak was kept
 _EPISODE_V2 = struct.Struct("<B?Hdd?")  # read, for states saved before arrival times were kept
-_FORMAT = 4
+_FORMAT = 5
 # A series whose last point arrived this much later than its timestamp is being backfilled,
 # not reporting live: it cannot be "silent" until it reports live again.
 LIVE_LAG_S = 600.0
@@ -138,22 +151,29 @@ class Detection:
         state.service = signal.service
         state.silence_reported = False
         state.arrived_at = signal.ts if arrived_at is None else arrived_at
+        previous = state.model.last_ts
         verdict = self.detector.observe(state.model, signal.ts, value)
         if verdict is None:
             return Observation(signal, None, None)
-        return self._judge(signal, state, verdict)
+        return self._judge(signal, state, verdict, signal.ts - previous)
 
-    def _judge(self, signal: Signal, state: SeriesState, verdict: Assessment) -> Observation:
+    def _judge(self, signal: Signal, state: SeriesState, verdict: Assessment, elapsed: float) -> Observation:
         policy, episode = self.policy, state.episode
         transition: Transition = None
         strong = verdict.score >= policy.open_score
         magnitude = abs(verdict.z)
+        value = signal.value
+        assert value is not None
         if strong and not episode.open:
             if episode.closed_at:
                 since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
                 strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
-            strong = strong and magnitude >= policy.novelty * episode.peak
+            # A gap is news whatever the value after it.
+            strong = strong and (self._is_news(episode, verdict, value) or "silence" in verdict.drivers)
         episode.peak = max(episode.peak * policy.peak_decay, min(magnitude, policy.peak_cap))
+        if state.model.n > policy.record_after:
+            decay = 0.5 ** (max(elapsed, 0.0) / policy.record_half_life_s)
+            _learn_records(episode, value - verdict.expected, decay)
         if strong:
             episode.quiet = 0
             if not episode.open:
@@ -169,6 +189,14 @@ class Detection:
         lasting = signal.ts - episode.opened_at if episode.open and transition != "opened" else 0.0
         anomaly = _anomaly(signal, verdict, lasting) if strong else None
         return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
+
+    def _is_news(self, episode: Episode, verdict: Assessment, value: float) -> bool:
+        """Further from expected than the series has been lately; while it settles, near its
+        strongest surprise of late."""
+        if not math.isfinite(episode.above):  # no records yet
+            return abs(verdict.z) >= self.policy.novelty * episode.peak
+        deviation = value - verdict.expected
+        return deviation > episode.above if deviation > 0 else -deviation > episode.below
 
     def sweep(self, now: float) -> list[Anomaly]:
         """Series that stopped reporting (each reported once until it reports again)."""
@@ -258,12 +286,13 @@ class Detection:
         e = state.episode
         quiet = min(e.quiet, 65535)
         episode = _EPISODE.pack(
-            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at, e.peak
-        )
+            _FORMAT, e.open, quiet, e.opened_at, e.closed_at, e.flapping, state.arrived_at, e.peak,
+            e.above, e.below,
+        )  # fmt: skip
         return episode + self.detector.pack(state.model)
 
     def _unpack(self, blob: bytes) -> SeriesState | None:
-        peak = 0.0  # states saved before the peak was kept: every surprise is news again
+        peak, above, below = 0.0, -math.inf, -math.inf  # saved before these were kept: all is news again
         try:
             if blob[:1] == bytes([2]):  # before arrival times: take the last point's time
                 _, is_open, quiet, opened_at, closed_at, flapping = _EPISODE_V2.unpack_from(blob)
@@ -272,8 +301,13 @@ class Detection:
             elif blob[:1] == bytes([3]):
                 _, is_open, quiet, opened_at, closed_at, flapping, arrived_at = _EPISODE_V3.unpack_from(blob)
                 model = self.detector.unpack(blob[_EPISODE_V3.size :])
+            elif blob[:1] == bytes([4]):
+                _, is_open, quiet, opened_at, closed_at, flapping, arrived_at, peak = _EPISODE_V4.unpack_from(
+                    blob
+                )
+                model = self.detector.unpack(blob[_EPISODE_V4.size :])
             else:
-                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at, peak = (
+                version, is_open, quiet, opened_at, closed_at, flapping, arrived_at, peak, above, below = (
                     _EPISODE.unpack_from(blob)
                 )
                 if version != _FORMAT:
@@ -281,8 +315,17 @@ class Detection:
                 model = self.detector.unpack(blob[_EPISODE.size :])
         except (struct.error, ValueError):
             return None  # state from another version: relearn rather than crash
-        episode = Episode(is_open, quiet, opened_at, closed_at, flapping, peak)
+        episode = Episode(is_open, quiet, opened_at, closed_at, flapping, peak, above, below)
         return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
+
+
+def _learn_records(episode: Episode, deviation: float, decay: float) -> None:
+    """Fade the records, then let this point's deviation from expected beat them."""
+    if math.isfinite(episode.above):
+        episode.above = max(episode.above * decay, deviation)
+        episode.below = max(episode.below * decay, -deviation)
+    else:
+        episode.above, episode.below = deviation, -deviation
 
 
 def state_bytes(detection: Detection) -> int:

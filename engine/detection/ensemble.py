@@ -77,7 +77,8 @@ class SeriesModel:
     s_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # offsets
     s_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))
     s_days: bytearray = field(default_factory=lambda: bytearray(BUCKETS))  # distinct days, capped
-    s_day: array = field(default_factory=lambda: array("H", bytes(2 * BUCKETS)))  # last day seen
+    seen_day: int = 0  # the day (UTC, 16 bits) `seen` is for
+    seen: int = 0  # bit i: bucket i has had a point that day (counted in s_days)
     m_mean: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # usual move, by hour
     m_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # its usual spread
 
@@ -165,7 +166,7 @@ class EnsembleDetector:
             m.last_value = value
             return None
         gap = ts - m.last_ts
-        silent_for = 0.0
+        silent_for = silent_after = 0.0
         if gap > 0:
             usual = m.gap
             silent_after = self.silence_after(m)  # judged before this gap teaches the estimate
@@ -175,6 +176,8 @@ class EnsembleDetector:
             if usual > 0 and gap > silent_after:
                 if n >= self.warmup and gap > self.silence_min_s:
                     silent_for = gap  # a long gap teaches neither the usual gap nor the models
+                # A gap this long is one this series shows: only a longer one is news next time.
+                m.gap_tail = max(m.gap_tail, gap / usual)
             else:
                 m.gap = gap if usual == 0 else usual + 0.05 * (gap - usual)
             m.last_ts = ts
@@ -291,13 +294,17 @@ class EnsembleDetector:
         day = int(ts // 86400) & 0xFFFF
         s_limit = self.clip * s_sigma
         r_learn = max(-s_limit, min(s_limit, r_season)) if bucket_ready else r_season
-        s_day, s_days, s_mean, s_mad = m.s_day, m.s_days, m.s_mean, m.s_mad
-        if s_day[i0] != day:
-            s_day[i0] = day
+        s_days, s_mean, s_mad = m.s_days, m.s_mean, m.s_mad
+        if m.seen_day != day:  # a new day: no bucket has had a point on it yet
+            m.seen_day, m.seen = day, 0
+        bit = 1 << i0
+        if not m.seen & bit:
+            m.seen |= bit
             if s_days[i0] < 255:
                 s_days[i0] += 1
-        if s_day[i1] != day:
-            s_day[i1] = day
+        bit = 1 << i1
+        if not m.seen & bit:
+            m.seen |= bit
             if s_days[i1] < 255:
                 s_days[i1] += 1
         rate = self.season_rate * (1.0 - w)
@@ -351,7 +358,7 @@ class EnsembleDetector:
             note = f"this series often {kind}: {abs(z) / move_calibration:.1f}σ counts as {abs(z):.1f}σ"
         if silent_for:
             drivers.append("silence")
-            z_silence = self.silence_z(m, silent_for)
+            z_silence = _silence_z(silent_for, silent_after)  # against the gaps known before this one
             if z_silence > abs(z):
                 z = z_silence
             note = f"silent for {duration(silent_for)} (usually every {duration(m.gap)})"
@@ -374,8 +381,7 @@ class EnsembleDetector:
 
     def silence_z(self, m: SeriesModel, quiet: float) -> float:
         """The equivalent |z| of a silence: past the open score, higher the longer it lasts."""
-        ratio = quiet / max(self.silence_after(m), 1e-9)
-        return min(10.0, 4.0 + math.log2(ratio + 1) * 2)
+        return _silence_z(quiet, self.silence_after(m))
 
     # -- persistence -------------------------------------------------------------
 
@@ -385,14 +391,17 @@ class EnsembleDetector:
             m.cpos, m.cneg, min(m.alarm, 65535), m.counts, m.l_fit, m.s_fit, m.anchor, m.slow,
         )  # fmt: skip
         tail = (
-            m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.s_day.tobytes()
-            + m.m_mean.tobytes() + m.m_mad.tobytes()
+            m.s_mean.tobytes() + m.s_mad.tobytes() + bytes(m.s_days) + m.m_mean.tobytes() + m.m_mad.tobytes()
         )  # fmt: skip
         cadence = _CADENCE.pack(m.gap_tail, m.move_tail, m.moving)
-        return head + tail + _TAIL.pack(m.tail) + cadence + _RESOLUTION.pack(m.last_value, m.step)
+        resolution = _RESOLUTION.pack(m.last_value, m.step)
+        return head + tail + _TAIL.pack(m.tail) + cadence + resolution + _SEEN.pack(m.seen_day, m.seen)
 
     def unpack(self, data: bytes) -> SeriesModel:
-        if len(data) not in _KNOWN_SIZES:
+        at = _HEAD.size
+        if len(data) in _LEGACY_SIZES:  # kept each bucket's last day (2 bytes a bucket): drop them
+            data = data[: at + 9 * BUCKETS] + data[at + 11 * BUCKETS :]
+        elif len(data) != STATE_BYTES:
             raise struct.error(f"expected {STATE_BYTES} bytes of state, got {len(data)}")
         # State saved by earlier versions starts the estimates it lacks from a Gaussian's
         # (and the values' step from nothing known).
@@ -402,41 +411,56 @@ class EnsembleDetector:
             tail = _TAIL.unpack_from(data, _STATE_BYTES_BEFORE_TAIL)[0]
         if len(data) >= _STATE_BYTES_BEFORE_RESOLUTION:
             gap_tail, move_tail, moving = _CADENCE.unpack_from(data, _STATE_BYTES_BEFORE_CADENCE)
-        if len(data) == STATE_BYTES:
+        if len(data) >= _STATE_BYTES_BEFORE_SEEN:
             last_value, step = _RESOLUTION.unpack_from(data, _STATE_BYTES_BEFORE_RESOLUTION)
+        seen_day, seen = (
+            _SEEN.unpack_from(data, _STATE_BYTES_BEFORE_SEEN) if len(data) == STATE_BYTES else (0, 0)
+        )
         head = _HEAD.unpack_from(data)
-        at = _HEAD.size
-        s_mean, s_mad, s_day = array("f"), array("f"), array("H")
+        s_mean, s_mad = array("f"), array("f")
         s_mean.frombytes(data[at : at + 4 * BUCKETS])
         s_mad.frombytes(data[at + 4 * BUCKETS : at + 8 * BUCKETS])
         s_days = bytearray(data[at + 8 * BUCKETS : at + 9 * BUCKETS])
-        s_day.frombytes(data[at + 9 * BUCKETS : at + 11 * BUCKETS])
         m_mean, m_mad = array("f"), array("f")
-        m_mean.frombytes(data[at + 11 * BUCKETS : at + 15 * BUCKETS])
-        m_mad.frombytes(data[at + 15 * BUCKETS : at + 19 * BUCKETS])
+        m_mean.frombytes(data[at + 9 * BUCKETS : at + 13 * BUCKETS])
+        m_mad.frombytes(data[at + 13 * BUCKETS : at + 17 * BUCKETS])
         n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, counts, l_fit, s_fit, anchor, slow = head
         return SeriesModel(
             n, last_ts, gap, level, slope, mad, cpos, cneg, alarm, anchor, slow, counts, l_fit, s_fit, tail,
-            gap_tail, move_tail, moving, last_value, step, s_mean, s_mad, s_days, s_day, m_mean, m_mad,
+            gap_tail, move_tail, moving, last_value, step, s_mean, s_mad, s_days, seen_day, seen,
+            m_mean, m_mad,
         )  # fmt: skip
 
 
 _HEAD = struct.Struct("<Iddddd ddH?dddd")
 _TAIL = struct.Struct("<f")
 _CADENCE = struct.Struct("<ff?")  # gap_tail, move_tail, moving
-_STATE_BYTES_BEFORE_TAIL = _HEAD.size + 19 * BUCKETS
 _RESOLUTION = struct.Struct("<df")  # last_value, step
+_SEEN = struct.Struct("<HQ")  # seen_day, seen
+# Each layout is the one before with a part added at the end.
+_STATE_BYTES_BEFORE_TAIL = _HEAD.size + 17 * BUCKETS
 _STATE_BYTES_BEFORE_CADENCE = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
 _STATE_BYTES_BEFORE_RESOLUTION = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
-STATE_BYTES = _STATE_BYTES_BEFORE_RESOLUTION + _RESOLUTION.size
-_KNOWN_SIZES = (
-    STATE_BYTES,
-    _STATE_BYTES_BEFORE_RESOLUTION,
-    _STATE_BYTES_BEFORE_CADENCE,
-    _STATE_BYTES_BEFORE_TAIL,
+_STATE_BYTES_BEFORE_SEEN = _STATE_BYTES_BEFORE_RESOLUTION + _RESOLUTION.size
+STATE_BYTES = _STATE_BYTES_BEFORE_SEEN + _SEEN.size
+# Layouts saved by earlier versions: each bucket's last day (2 bytes) after `s_days` instead of
+# the seen-today mask, and the later parts missing in the earliest.
+_LEGACY_SIZES = tuple(
+    size + 2 * BUCKETS
+    for size in (
+        _STATE_BYTES_BEFORE_SEEN,
+        _STATE_BYTES_BEFORE_RESOLUTION,
+        _STATE_BYTES_BEFORE_CADENCE,
+        _STATE_BYTES_BEFORE_TAIL,
+    )
 )
 _GAP_TAIL_UP = 2**0.5  # a gap past the estimate moves it up by this factor ...
 _GAP_TAIL_DOWN = 2**-0.001  # ... and any other gap down by this: about one gap in 500 exceeds it
+
+
+def _silence_z(quiet: float, silent_after: float) -> float:
+    ratio = quiet / max(silent_after, 1e-9)
+    return min(10.0, 4.0 + math.log2(ratio + 1) * 2)
 
 
 def _counts_z(value: float, rate: float, sigma: float) -> float:

@@ -166,9 +166,9 @@ def test_a_backfill_in_one_batch_records_and_announces_every_episode(tmp_path: P
     """
     signals = stream(
         7,
-        [(60, 3, 800.0), (135, 2, 900.0), (210, 4, 1200.0)],
+        [(60, 3, 800.0), (150, 2, 900.0), (240, 4, 1200.0)],
         [(70, "NodeDown", "firing"), (72, "NodeDown", "resolved")],
-        points=260,
+        points=300,
     )
     messages: list[str] = []
     rows, announced = asyncio.run(record_alerts(signals, [], tmp_path / "one.db", messages))
