@@ -148,7 +148,8 @@ class Detection:
             state = SeriesState(self.detector.new_state(), Episode())
             self._series[signal.series] = state
         state.dirty = True
-        state.service = signal.service
+        if signal.labels or not state.service:  # without labels it is the series' prefix: known
+            state.service = signal.service
         state.silence_reported = False
         state.arrived_at = signal.ts if arrived_at is None else arrived_at
         previous = state.model.last_ts
@@ -171,9 +172,14 @@ class Detection:
             # A gap is news whatever the value after it.
             strong = strong and (self._is_news(episode, verdict, value) or "silence" in verdict.drivers)
         episode.peak = max(episode.peak * policy.peak_decay, min(magnitude, policy.peak_cap))
-        if state.model.n > policy.record_after:
-            decay = 0.5 ** (max(elapsed, 0.0) / policy.record_half_life_s)
-            _learn_records(episode, value - verdict.expected, decay)
+        if state.model.n > policy.record_after:  # learn the records: fade them, then let this beat them
+            deviation = value - verdict.expected
+            if math.isfinite(episode.above):
+                decay = 0.5 ** (max(elapsed, 0.0) / policy.record_half_life_s)
+                episode.above = max(episode.above * decay, deviation)
+                episode.below = max(episode.below * decay, -deviation)
+            else:
+                episode.above, episode.below = deviation, -deviation
         if strong:
             episode.quiet = 0
             if not episode.open:
@@ -317,15 +323,6 @@ class Detection:
             return None  # state from another version: relearn rather than crash
         episode = Episode(is_open, quiet, opened_at, closed_at, flapping, peak, above, below)
         return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
-
-
-def _learn_records(episode: Episode, deviation: float, decay: float) -> None:
-    """Fade the records, then let this point's deviation from expected beat them."""
-    if math.isfinite(episode.above):
-        episode.above = max(episode.above * decay, deviation)
-        episode.below = max(episode.below * decay, -deviation)
-    else:
-        episode.above, episode.below = deviation, -deviation
 
 
 def state_bytes(detection: Detection) -> int:

@@ -113,10 +113,12 @@ def replay(points: Iterable[Point], detection: Detection, series: str = "replay"
         # an episode is open (the calm points that close an episode are not).
         anomalous = obs.anomaly is not None or (obs.open and verdict.score >= keep_score)
         opened = obs.transition == "opened"
+        magnitude = abs(verdict.z)
+        rank = magnitude / (magnitude + 4.0)  # rank_score and news_score, inline (hot loop)
         yield [
             point.raw_ts,
             f"{point.value:.6g}",  # as _num, inline: this loop is the whole cost of `sigops detect`
-            f"{news_score(verdict.z, opened):.8g}",
+            f"{(1.0 + rank) / 2 if opened else rank / 2:.8g}",
             f"{verdict.expected:.6g}",
             f"{verdict.lower:.6g}",
             f"{verdict.upper:.6g}",
