@@ -9,7 +9,8 @@ episode then stays open until a much longer calm, so people hear about it once.
 Only news opens an episode. A point opens one only if it is further above (or below)
 what was expected than the series has been lately, in the series' own units (records
 that fade by half in three weeks; learned once the series has settled, and until then a
-point must come near its strongest surprise of late). A spike no higher than the ones
+point must come near its strongest surprise of late), or if its |z| is three times the
+strongest of late (so one wild point does not mute a series for weeks). A spike no higher than the ones
 this series shows every few days is not news, however many σ the model makes of it, nor
 is a 7σ blip the day after a 40σ incident. Soon after an episode closed, only a much
 stronger point opens another (the refractory period: real series ring after an
@@ -65,13 +66,15 @@ class Hysteresis:
     refractory_score: float = 0.97  # |z| ≈ 7
     # A point opens an episode only if it is further above (or below) expected than the series
     # has been lately: records learned from the `record_after`-th point on, fading by half in
-    # `record_half_life_s`. Before, while the models settle (their misses are no measure of
-    # news yet), its |z| must be at least `novelty` times the series' recent peak |z|, which
-    # fades by `peak_decay` a point.
+    # `record_half_life_s`; or if its |z| is `record_escape` times the series' recent peak |z|
+    # (which fades by `peak_decay` a point), so one wild point cannot mute a series for weeks.
+    # Before the records, while the models settle (their misses are no measure of news yet),
+    # its |z| must be at least `novelty` times that peak.
     record_after: int = 300
     record_half_life_s: float = 21 * 86400.0
+    record_escape: float = 3.0
     novelty: float = 0.8
-    peak_decay: float = 0.998
+    peak_decay: float = 0.999
     # Past this |z| all surprises are alike for novelty: the first spike of a flat series
     # (scale near nothing, z of 10⁹) must not silence everything after it for weeks.
     peak_cap: float = 1000.0
@@ -197,12 +200,14 @@ class Detection:
         return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
 
     def _is_news(self, episode: Episode, verdict: Assessment, value: float) -> bool:
-        """Further from expected than the series has been lately; while it settles, near its
-        strongest surprise of late."""
+        """Further from expected than the series has been lately, or far stronger than its
+        recent surprises; while it settles, near the strongest of them."""
+        policy, magnitude = self.policy, abs(verdict.z)
         if not math.isfinite(episode.above):  # no records yet
-            return abs(verdict.z) >= self.policy.novelty * episode.peak
+            return magnitude >= policy.novelty * episode.peak
         deviation = value - verdict.expected
-        return deviation > episode.above if deviation > 0 else -deviation > episode.below
+        past = deviation > episode.above if deviation > 0 else -deviation > episode.below
+        return past or magnitude >= policy.record_escape * episode.peak
 
     def sweep(self, now: float) -> list[Anomaly]:
         """Series that stopped reporting (each reported once until it reports again)."""

@@ -329,9 +329,18 @@ def test_a_surprise_within_the_series_recent_range_is_not_news_until_that_range_
     values[400] = 0.0  # an outage: 20σ down
     values[1100] = 270.0  # 7σ up, but not as high as... nothing yet: news
     values[1800] = 265.0  # 6.5σ up, lower than the last one: not news
-    values[6000] = 100.0  # 10σ down, four days later, but not as low as the outage: not news
+    values[1400] = 100.0  # 10σ down, 1000 points later, but not as low as the outage: not news
     values[400 + 7 * 1440] = 0.0  # the same outage a week later: the record has faded, news
     assert opened_at(values) == [400, 1100, 400 + 7 * 1440]
+
+
+def test_one_wild_point_does_not_mute_a_series_for_weeks() -> None:
+    """A 100σ glitch sets a record that takes weeks to fade; a 25σ incident three days later
+    is still news, as it is three times the strongest surprise of those days."""
+    values = noise(600 + 3 * 1440 + 100)
+    values[600] = 200.0 + 100 * 10.0
+    values[600 + 3 * 1440] = 200.0 + 25 * 10.0
+    assert opened_at(values) == [600, 600 + 3 * 1440]
 
 
 def test_a_spike_to_a_height_the_series_reaches_every_few_days_is_not_news() -> None:
