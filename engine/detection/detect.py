@@ -10,11 +10,11 @@ Only news opens an episode. A point opens one only if it is further above (or be
 what was expected than the series has been lately, in the series' own units (records
 that fade by half in three weeks; learned once the series has settled, and until then a
 point must come near its strongest surprise of late), or if its |z| is three times the
-strongest of late (so one wild point does not mute a series for weeks). A spike no higher than the ones
-this series shows every few days is not news, however many σ the model makes of it, nor
-is a 7σ blip the day after a 40σ incident. Soon after an episode closed, only a much
-stronger point opens another (the refractory period: real series ring after an
-incident).
+strongest of late (so one wild point does not mute a series for weeks). A spike no
+higher than the ones this series shows every few days is not news, however many σ the
+model makes of it, nor is a 7σ blip the day after a 40σ incident. Soon after an episode
+closed, only a much stronger point opens another (the refractory period: real series
+ring after an incident).
 """
 
 from __future__ import annotations

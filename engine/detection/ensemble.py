@@ -22,7 +22,7 @@ the cost near 10 µs a point):
   (live, `Detection.sweep` also finds series that stopped and have not come back).
   "Far longer" is judged against the series' own cadence: a road sensor whose gaps are
   irregular learns how long a gap it shows once in a few hundred, and only a longer one
-  is news.
+  is news; after a silence, only a longer silence is.
 
 Each detector is calibrated against the series itself: how far out its points usually
 stray (the point detectors), and how strong the shifts and drifts it shows now and then
@@ -459,6 +459,7 @@ _GAP_TAIL_DOWN = 2**-0.001  # ... and any other gap down by this: about one gap 
 
 
 def _silence_z(quiet: float, silent_after: float) -> float:
+    """Past the open score once silent, higher the longer the silence lasts (capped at 10)."""
     ratio = quiet / max(silent_after, 1e-9)
     return min(10.0, 4.0 + math.log2(ratio + 1) * 2)
 
