@@ -351,7 +351,7 @@ def test_the_ring_after_an_incident_is_not_a_new_alert_but_a_strong_one_is() -> 
     for start in (200, 500):  # while the series settles (no records yet), and after
         values = noise(start + 200)
         values[start] = 400.0  # the incident: 20σ
-        values[start + 40] = 250.0  # a ring 20 points after it closed: 5σ, below the refractory bar
+        values[start + 40] = 250.0  # a ring soon after it closed: 5σ, below the refractory bar
         values[start + 100] = 300.0  # 10σ, but half the incident's: still its aftermath
         values[start + 160] = 700.0  # 50σ: stronger than the incident, news even this soon
         assert opened_at(values) == [start, start + 160]
@@ -361,9 +361,9 @@ def test_a_surprise_within_the_series_recent_range_is_not_news_until_that_range_
     """One point a minute for ten days; the usual 200 ± 10."""
     values = noise(14400)
     values[400] = 0.0  # an outage: 20σ down
-    values[1100] = 270.0  # 7σ up, but not as high as... nothing yet: news
-    values[1800] = 265.0  # 6.5σ up, lower than the last one: not news
+    values[1100] = 270.0  # 7σ up: further up than the series has been (the outage went down), news
     values[1400] = 100.0  # 10σ down, 1000 points later, but not as low as the outage: not news
+    values[1800] = 265.0  # 6.5σ up, not as high as the last rise: not news
     values[400 + 7 * 1440] = 0.0  # the same outage a week later: the record has faded, news
     assert opened_at(values) == [400, 1100, 400 + 7 * 1440]
 
@@ -385,7 +385,7 @@ def test_a_spike_to_a_height_the_series_reaches_every_few_days_is_not_news() -> 
     for night in range(1120, 5900, 720):  # twelve hours apart, at one point a minute
         values[night] = rng.uniform(3.0e7, 3.5e7)  # 75-88% of the first
     values[5900] = 6e7  # higher than any night so far: news
-    assert opened_at(values) == [400, 5900]  # each of the 8 was news before the records
+    assert opened_at(values) == [400, 5900]  # before the records, each of the 8 nights was news
 
 
 def test_a_heavy_tailed_series_is_judged_by_its_own_tails() -> None:
