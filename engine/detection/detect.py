@@ -168,15 +168,15 @@ class Detection:
         magnitude = abs(verdict.z)
         value = signal.value
         assert value is not None
+        deviation = value - verdict.expected
         if strong and not episode.open:
             if episode.closed_at:
                 since = (signal.ts - episode.closed_at) / max(state.model.gap, 1e-9)
                 strong = since >= policy.refractory_points or verdict.score >= policy.refractory_score
             # A gap is news whatever the value after it.
-            strong = strong and (self._is_news(episode, verdict, value) or "silence" in verdict.drivers)
+            strong = strong and (self._is_news(episode, magnitude, deviation) or "silence" in verdict.drivers)
         episode.peak = max(episode.peak * policy.peak_decay, min(magnitude, policy.peak_cap))
         if state.model.n > policy.record_after:  # learn the records: fade them, then let this beat them
-            deviation = value - verdict.expected
             if math.isfinite(episode.above):
                 decay = 0.5 ** (max(elapsed, 0.0) / policy.record_half_life_s)
                 episode.above = max(episode.above * decay, deviation)
@@ -199,13 +199,12 @@ class Detection:
         anomaly = _anomaly(signal, verdict, lasting) if strong else None
         return Observation(signal, verdict, anomaly, transition, episode.flapping, episode.open)
 
-    def _is_news(self, episode: Episode, verdict: Assessment, value: float) -> bool:
+    def _is_news(self, episode: Episode, magnitude: float, deviation: float) -> bool:
         """Further from expected than the series has been lately, or far stronger than its
         recent surprises; while it settles, near the strongest of them."""
-        policy, magnitude = self.policy, abs(verdict.z)
+        policy = self.policy
         if not math.isfinite(episode.above):  # no records yet
             return magnitude >= policy.novelty * episode.peak
-        deviation = value - verdict.expected
         past = deviation > episode.above if deviation > 0 else -deviation > episode.below
         return past or magnitude >= policy.record_escape * episode.peak
 
