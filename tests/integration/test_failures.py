@@ -235,7 +235,7 @@ async def test_a_redis_that_restarts_empty_gets_its_consumer_group_back_quietly(
     await queue.publish([make_signal(series="a.b", value=1.0, ts=TS)], time.time())
     await drain(worker)  # the worker has read: it knows the group exists
     throwaway_redis.stop()
-    throwaway_redis.start()  # back, and empty: no stream, no group
+    throwaway_redis.start()  # back, and empty: no stream, no group, no loaded publish script
     caplog.set_level(logging.INFO)
     await asyncio.sleep(0.2)
     deadline = time.monotonic() + 10
