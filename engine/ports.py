@@ -70,6 +70,11 @@ class RecordTransaction(Protocol):
         """Alerts not yet resolved, by group key (as this transaction sees them)."""
         ...
 
+    async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
+        """(signal, received_at) of a series' metric points recorded with a time after `after`,
+        in the order they were recorded (at most `limit`)."""
+        ...
+
     async def add_anomalies(self, anomalies: Sequence[Anomaly]) -> None:
         """Record anomalies (idempotent by id)."""
         ...

@@ -287,6 +287,18 @@ class Transaction:
             )
         return new
 
+    async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
+        rows = await self.db.rows(
+            "SELECT id, ts, source, value, labels, text, severity, received_at FROM signals "
+            "WHERE series = ? AND ts > ? AND kind = 'metric' AND value IS NOT NULL ORDER BY rowid LIMIT ?",
+            (series, after, limit),
+            "reading a series' latest points",
+        )
+        return [
+            (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
+            for i, ts, source, value, labels, text, severity, received in rows
+        ]
+
     async def _catalogue(self, fresh: Sequence[Signal]) -> None:
         """Add the batch's series to the catalogue (first and last time seen, points)."""
         seen: dict[str, list[Any]] = {}

@@ -138,6 +138,11 @@ class Detection:
     def known(self, series: str) -> bool:
         return series in self._series
 
+    def last_ts(self, series: str) -> float | None:
+        """The time of the last point this series' state has seen (None: it has seen none)."""
+        state = self._series.get(series)
+        return state.model.last_ts if state is not None and state.model.n else None
+
     def observe(self, signal: Signal, arrived_at: float | None = None) -> Observation:
         """Feed one metric point through the ensemble and the hysteresis.
 

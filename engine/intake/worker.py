@@ -33,6 +33,9 @@ from engine.supervise import stopped_within
 
 log = logging.getLogger(__name__)
 
+# Points replayed into a restored state at most (one batch's worth of a series is the usual).
+REPLAY_LIMIT = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -81,6 +84,10 @@ class SignalProcessor:
     async def process(self, entries: Sequence[QueuedSignal]) -> BatchOutcome:
         """Record the batch once, in one transaction; return the alert changes that took effect."""
         async with self._lock, self.record.transaction() as tx:
+            # Before this batch is added: what the record holds of a series then is what an
+            # earlier worker committed, and only that is replayed into its restored state.
+            metric = [e.signal for e in entries if e.signal.kind == "metric" and e.signal.value is not None]
+            await self._restore_states(tx, {s.series for s in metric})
             fresh_ids = await tx.add_signals([(e.signal, e.received_at) for e in entries])
             fresh: list[QueuedSignal] = []
             for entry in entries:
@@ -88,7 +95,6 @@ class SignalProcessor:
                     fresh.append(entry)
                     fresh_ids.discard(entry.signal.id)  # a repeat inside the batch counts once
             points = [e for e in fresh if e.signal.kind == "metric" and e.signal.value is not None]
-            await self._restore_states(tx, {e.signal.series for e in points})
             observations: list[Observation] = [
                 self.detection.observe(e.signal, e.received_at) for e in points
             ]
@@ -141,13 +147,22 @@ class SignalProcessor:
         return [c for c in changes if c.alert.id in applied]
 
     async def _restore_states(self, tx: RecordTransaction, series: set[str]) -> None:
-        """Load the saved state of series this process has not seen, and hold open the
-        episodes of their alerts still firing in the record: a worker killed between a
-        batch's commit and the save of its states leaves alerts newer than the saved state."""
+        """Load the saved state of series this process has not seen, and bring it up to what
+        the record holds. A worker killed between a batch's commit and the save of its states
+        leaves the record ahead of the saved state: that batch comes back, but as signals
+        already recorded, which are not observed again. So the series' points recorded after
+        the state's last one are replayed into it first (their verdicts are in the record
+        already), and the episodes of alerts still firing are held open."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return
-        self.detection.restore(await self.states.load(unknown))
+        saved = await self.states.load(unknown)
+        self.detection.restore(saved)
+        for name in saved:  # a series never saved starts afresh (its history may be long)
+            last = self.detection.last_ts(name)
+            if last is not None:
+                for signal, received_at in await tx.points_after(name, last, REPLAY_LIMIT):
+                    self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])
         for alert in firing.values():
             self.detection.resume(alert.series, alert.started_at)

@@ -15,6 +15,7 @@ from engine.alerting.alerts import AlertPolicy
 from engine.detection.detect import Detection
 from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel
 from engine.intake.worker import SignalProcessor
+from engine.ports import QueuedSignal
 from engine.signal import make_signal
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
@@ -35,6 +36,45 @@ def warm_after_50(record: SqliteRecord, redis: aioredis.Redis, keys: Keys) -> Si
     sharing the record and Redis: call it again for the process that comes after."""
     detection = Detection(EnsembleDetector(warmup=50))
     return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
+
+
+async def test_a_worker_killed_between_commit_and_state_save_is_taken_over_exactly(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The batch a worker committed but whose states it never saved comes back to the next
+    worker as signals already recorded, which are not observed again: the next worker
+    replays the record's points after the saved state instead, and goes on from the very
+    state (and alerts) of a worker that was never killed."""
+    rng = random.Random(11)
+    values = [rng.gauss(200, 10) for _ in range(300)]
+    values[150:153] = [600.0, 620.0, 610.0]  # an incident in the batch that is lost
+
+    def batch(series: str, lo: int, hi: int) -> list[QueuedSignal]:
+        return [
+            QueuedSignal(
+                f"{series}-{i}", make_signal(series=series, value=values[i], ts=T0 + 60 * i), T0 + 60 * i + 2
+            )
+            for i in range(lo, hi)
+        ]
+
+    steady = warm_after_50(record, redis, keys)
+    for lo in (0, 100, 200):
+        await steady.process(batch("steady.latency", lo, lo + 100))
+        await steady.save_states()
+    first = warm_after_50(record, redis, keys)
+    await first.process(batch("killed.latency", 0, 100))
+    await first.save_states()
+    await first.process(batch("killed.latency", 100, 200))  # committed; killed before the save
+    second = warm_after_50(record, redis, keys)
+    again = await second.process(batch("killed.latency", 100, 200))  # redelivered
+    assert again.new_signals == 0
+    await second.process(batch("killed.latency", 200, 300))
+
+    killed = second.detection.packed(["killed.latency"])["killed.latency"]
+    assert killed == steady.detection.packed(["steady.latency"])["steady.latency"]
+    alerts = {a.series: (a.started_at, a.status) for a in await record.alerts_since(T0)}
+    assert alerts["killed.latency"] == alerts["steady.latency"]
+    assert alerts["killed.latency"][0] == T0 + 60 * 150
 
 
 @pytest.mark.parametrize("ending", ["shutdown", "kill"])
