@@ -31,11 +31,21 @@ def series_signals(series_count: int, points: int) -> list:  # type: ignore[type
 
 
 def owned_worker(
-    name: str, queue: RedisSignalQueue, record: SqliteRecord, redis: aioredis.Redis, keys: Keys
+    name: str,
+    queue: RedisSignalQueue,
+    record: SqliteRecord,
+    redis: aioredis.Redis,
+    keys: Keys,
+    reclaim_idle_ms: int = 100,
 ) -> Worker:
     ownership = Ownership(name, SHARDS, RedisShardLeases(redis, keys), ttl_ms=TTL_MS)
     worker = make_worker(
-        name, queue, make_processor(record, redis, keys), RecordingSink(), reclaim_idle_ms=100, batch_size=1
+        name,
+        queue,
+        make_processor(record, redis, keys),
+        RecordingSink(),
+        reclaim_idle_ms=reclaim_idle_ms,
+        batch_size=1,
     )
     worker.ownership = ownership
     return worker
@@ -109,6 +119,38 @@ async def test_a_dead_workers_shards_and_pending_signals_move_to_the_live_one(
     assert await queue.pending_count() == 0
     a_series = {s.series for s in signals if shard_of(s.series, SHARDS) in a_shards}
     assert a_series <= set(b.processor.detection.series_names())
+
+
+async def test_a_dead_workers_pending_signals_are_taken_over_at_once_and_in_order(
+    redis: aioredis.Redis, keys: Keys, record: SqliteRecord
+) -> None:
+    """What a dead worker read and never acknowledged is taken by the worker that gains its
+    shards as soon as it owns them, before newer signals of the same series: not after
+    `reclaim_idle_ms` (an hour here), which would see those points late and out of order."""
+    queue = RedisSignalQueue(redis, keys, maxlen=10_000, shards=SHARDS)
+    a = owned_worker("a", queue, record, redis, keys, reclaim_idle_ms=3_600_000)
+    b = owned_worker("b", queue, record, redis, keys, reclaim_idle_ms=3_600_000)
+    await settle(a, b)
+    assert a.ownership and b.ownership
+    a_shards = sorted(a.ownership.owned)
+    early = series_signals(40, 10)
+    await queue.publish(early, time.time())
+    taken = await queue.read("a", count=100, block_ms=10, shards=a_shards)
+    assert taken  # a read its shards' entries, then died before recording them
+    late = [make_signal(series=s.series, value=s.value, ts=s.ts + 3600) for s in early]
+    await queue.publish(late, time.time())
+    await asyncio.sleep(3 * TTL_MS / 1000 + 0.2)  # its heartbeat and its leases lapse
+
+    for _ in range(400):
+        await b.step()
+        if await record.count("signals") == 2 * len(early) and await queue.pending_count() == 0:
+            break
+    assert await record.count("signals") == 2 * len(early)
+    assert await queue.pending_count() == 0
+    recorded: dict[str, list[float]] = {}
+    for series, ts in await record.db.rows("SELECT series, ts FROM signals ORDER BY rowid"):
+        recorded.setdefault(series, []).append(ts)
+    assert all(times == sorted(times) for times in recorded.values()), "points recorded out of order"
 
 
 async def test_leaving_hands_shards_over_at_once(pair: tuple[RedisSignalQueue, Worker, Worker]) -> None:
