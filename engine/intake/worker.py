@@ -33,8 +33,10 @@ from engine.supervise import stopped_within
 
 log = logging.getLogger(__name__)
 
-# Points replayed into a restored state at most (one batch's worth of a series is the usual).
-REPLAY_LIMIT = 10_000
+# Points replayed from the record into one series' state at most, and into all the series of
+# one batch (a bound on how long a batch can take: ~7 µs a point).
+REPLAY_LIMIT = 2_000
+REPLAY_BUDGET = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +151,30 @@ class SignalProcessor:
     async def _restore_states(self, tx: RecordTransaction, series: set[str]) -> None:
         """Load the saved state of series this process has not seen, and bring it up to what
         the record holds. A worker killed between a batch's commit and the save of its states
-        leaves the record ahead of the saved state: that batch comes back, but as signals
-        already recorded, which are not observed again. So the series' points recorded after
-        the state's last one are replayed into it first (their verdicts are in the record
-        already), and the episodes of alerts still firing are held open."""
+        leaves the record ahead of the saved state (or with no state at all, for a new
+        series): that batch comes back, but as signals already recorded, which are not
+        observed again. So the series' points recorded after the state's last one are
+        replayed into it first (their verdicts are in the record already), and the episodes
+        of alerts still firing are held open. A series with no saved state and a long history
+        (its state was lost) starts afresh, as does one past the batch's budget."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return
-        saved = await self.states.load(unknown)
-        self.detection.restore(saved)
-        for name in saved:  # a series never saved starts afresh (its history may be long)
+        self.detection.restore(await self.states.load(unknown))
+        budget = REPLAY_BUDGET
+        for name in unknown:
+            limit = min(REPLAY_LIMIT, budget)
+            if limit <= 0:
+                break
             last = self.detection.last_ts(name)
-            if last is not None:
-                for signal, received_at in await tx.points_after(name, last, REPLAY_LIMIT):
-                    self.detection.observe(signal, received_at)
+            points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
+            if len(points) > limit:
+                if last is None:
+                    continue
+                del points[limit:]
+            budget -= len(points)
+            for signal, received_at in points:
+                self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])
         for alert in firing.values():
             self.detection.resume(alert.series, alert.started_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from engine.alerting.alerts import AlertPolicy
 from engine.detection.detect import Detection
 from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel
+from engine.intake import worker as worker_module
 from engine.intake.worker import SignalProcessor
 from engine.ports import QueuedSignal
 from engine.signal import make_signal
@@ -38,18 +40,13 @@ def warm_after_50(record: SqliteRecord, redis: aioredis.Redis, keys: Keys) -> Si
     return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
 
 
-async def test_a_worker_killed_between_commit_and_state_save_is_taken_over_exactly(
-    record: SqliteRecord, redis: aioredis.Redis, keys: Keys
-) -> None:
-    """The batch a worker committed but whose states it never saved comes back to the next
-    worker as signals already recorded, which are not observed again: the next worker
-    replays the record's points after the saved state instead, and goes on from the very
-    state (and alerts) of a worker that was never killed."""
+def incident_batches(series: str) -> Callable[[int, int], list[QueuedSignal]]:
+    """Entries of a calm series with an incident at points 150-152, as a worker reads them."""
     rng = random.Random(11)
     values = [rng.gauss(200, 10) for _ in range(300)]
-    values[150:153] = [600.0, 620.0, 610.0]  # an incident in the batch that is lost
+    values[150:153] = [600.0, 620.0, 610.0]
 
-    def batch(series: str, lo: int, hi: int) -> list[QueuedSignal]:
+    def batch(lo: int, hi: int) -> list[QueuedSignal]:
         return [
             QueuedSignal(
                 f"{series}-{i}", make_signal(series=series, value=values[i], ts=T0 + 60 * i), T0 + 60 * i + 2
@@ -57,24 +54,53 @@ async def test_a_worker_killed_between_commit_and_state_save_is_taken_over_exact
             for i in range(lo, hi)
         ]
 
+    return batch
+
+
+@pytest.mark.parametrize("saved_before", [True, False], ids=["state-saved-before", "never-saved"])
+async def test_a_worker_killed_between_commit_and_state_save_is_taken_over_exactly(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, saved_before: bool
+) -> None:
+    """The batch a worker committed but whose states it never saved comes back to the next
+    worker as signals already recorded, which are not observed again: the next worker
+    replays the record's points after the saved state (all of them, for a series it never
+    saved) instead, and goes on from the very state (and alerts) of a worker never killed."""
+    steady_batch, killed_batch = incident_batches("steady.latency"), incident_batches("killed.latency")
     steady = warm_after_50(record, redis, keys)
     for lo in (0, 100, 200):
-        await steady.process(batch("steady.latency", lo, lo + 100))
+        await steady.process(steady_batch(lo, lo + 100))
         await steady.save_states()
     first = warm_after_50(record, redis, keys)
-    await first.process(batch("killed.latency", 0, 100))
-    await first.save_states()
-    await first.process(batch("killed.latency", 100, 200))  # committed; killed before the save
+    lost = 0
+    if saved_before:
+        await first.process(killed_batch(0, 100))
+        await first.save_states()
+        lost = 100
+    await first.process(killed_batch(lost, lost + 100))  # committed; killed before the save
     second = warm_after_50(record, redis, keys)
-    again = await second.process(batch("killed.latency", 100, 200))  # redelivered
+    again = await second.process(killed_batch(lost, lost + 100))  # redelivered
     assert again.new_signals == 0
-    await second.process(batch("killed.latency", 200, 300))
+    for lo in range(lost + 100, 300, 100):
+        await second.process(killed_batch(lo, lo + 100))
 
     killed = second.detection.packed(["killed.latency"])["killed.latency"]
     assert killed == steady.detection.packed(["steady.latency"])["steady.latency"]
     alerts = {a.series: (a.started_at, a.status) for a in await record.alerts_since(T0)}
     assert alerts["killed.latency"] == alerts["steady.latency"]
     assert alerts["killed.latency"][0] == T0 + 60 * 150
+
+
+async def test_a_series_whose_state_is_lost_with_a_long_history_starts_afresh(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replaying is bounded: a series with no saved state and more history than a replay
+    takes (its state was lost, not never saved) is not replayed, so one batch cannot stall."""
+    monkeypatch.setattr(worker_module, "REPLAY_LIMIT", 50)
+    batch = incident_batches("old.latency")
+    await warm_after_50(record, redis, keys).process(batch(0, 100))  # recorded; no state saved
+    second = warm_after_50(record, redis, keys)
+    await second.process(batch(100, 110))
+    assert cast(Any, second.detection._series["old.latency"].model).n == 10
 
 
 @pytest.mark.parametrize("ending", ["shutdown", "kill"])
