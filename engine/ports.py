@@ -70,6 +70,10 @@ class RecordTransaction(Protocol):
         """Alerts not yet resolved, by group key (as this transaction sees them)."""
         ...
 
+    async def latest_times(self, series: Sequence[str]) -> dict[str, float]:
+        """The time of each series' latest recorded signal (a series never recorded is absent)."""
+        ...
+
     async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
         """(signal, received_at) of a series' metric points recorded with a time after `after`,
         in the order they were recorded (at most `limit`)."""

@@ -287,6 +287,15 @@ class Transaction:
             )
         return new
 
+    async def latest_times(self, series: Sequence[str]) -> dict[str, float]:
+        rows = await self.record._select_in(
+            "SELECT name, last_ts FROM series_catalogue WHERE name IN ({marks})",
+            list(series),
+            "reading series' latest times",
+            db=self.db,
+        )
+        return {name: float(ts) for name, ts in rows}
+
     async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
         rows = await self.db.rows(
             "SELECT id, ts, source, value, labels, text, severity, received_at FROM signals "

@@ -161,12 +161,15 @@ class SignalProcessor:
         if not unknown:
             return
         self.detection.restore(await self.states.load(unknown))
+        latest = await tx.latest_times(unknown)
         budget = REPLAY_BUDGET
         for name in unknown:
             limit = min(REPLAY_LIMIT, budget)
             if limit <= 0:
                 break
-            last = self.detection.last_ts(name)
+            last, recorded = self.detection.last_ts(name), latest.get(name)
+            if recorded is None or (last is not None and recorded <= last):
+                continue  # the record holds nothing of it that the state has not seen (the usual)
             points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
             if len(points) > limit:
                 if last is None:
