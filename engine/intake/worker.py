@@ -88,8 +88,7 @@ class SignalProcessor:
         async with self._lock, self.record.transaction() as tx:
             # Before this batch is added: what the record holds of a series then is what an
             # earlier worker committed, and only that is replayed into its restored state.
-            metric = [e.signal for e in entries if e.signal.kind == "metric" and e.signal.value is not None]
-            await self._restore_states(tx, {s.series for s in metric})
+            await self._restore_states(tx, {e.signal.series for e in entries if e.signal.kind == "metric"})
             fresh_ids = await tx.add_signals([(e.signal, e.received_at) for e in entries])
             fresh: list[QueuedSignal] = []
             for entry in entries:
