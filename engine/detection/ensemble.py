@@ -38,16 +38,17 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from statistics import NormalDist
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from engine.text import duration
 
-_SIGMA_PER_MAD = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absolute deviation
-_TAIL_P = 0.001
-_GAUSSIAN_TAIL_Z = 3.29  # P(|z| > 3.29) = 0.001 for a standard normal
-_NORMAL = NormalDist()
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
-BUCKETS = 48
+_SIGMA_PER_MAD: Final = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absolute deviation
+_TAIL_P: Final = 0.001
+_GAUSSIAN_TAIL_Z: Final = 3.29  # P(|z| > 3.29) = 0.001 for a standard normal
+_NORMAL: Final = NormalDist()
+_SQRT_2PI: Final = math.sqrt(2.0 * math.pi)
+BUCKETS: Final = 48
 
 
 @dataclass(slots=True)
@@ -83,7 +84,7 @@ class SeriesModel:
     m_mad: array = field(default_factory=lambda: array("f", bytes(4 * BUCKETS)))  # its usual spread
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Assessment:
     """The ensemble's view of one point: score, expectation, and what drove it."""
 
@@ -94,7 +95,16 @@ class Assessment:
     upper: float
     drivers: tuple[str, ...]  # detectors that judged the point abnormal
     warm: bool  # past warm-up (no verdicts before)
-    note: str = ""  # extra explanation (silence length, shift direction)
+    note: str  # extra explanation (silence length, shift direction)
+
+    # Written out, not generated: compiled, a dataclass's generated __init__ runs as
+    # interpreted code, a tenth of the ensemble's time per point.
+    def __init__(
+        self, score: float, z: float, expected: float, lower: float, upper: float,
+        drivers: tuple[str, ...], warm: bool, note: str = "",
+    ) -> None:  # fmt: skip
+        self.score, self.z, self.expected, self.lower, self.upper = score, z, expected, lower, upper
+        self.drivers, self.warm, self.note = drivers, warm, note
 
 
 def score_of(z: float) -> float:
@@ -108,16 +118,22 @@ class LocalHours:
     def __init__(self, zone: tzinfo | str = "UTC") -> None:
         self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
         self._offsets: dict[int, float] = {}
+        self._last_hour, self._last_offset = -1, 0.0  # most points fall in the hour before them
 
     def position(self, ts: float) -> tuple[float, bool]:
         hour_key = int(ts // 3600)
-        offset = self._offsets.get(hour_key)
-        if offset is None:
-            delta = datetime.fromtimestamp(hour_key * 3600, self.zone).utcoffset()
-            offset = delta.total_seconds() if delta else 0.0
-            if len(self._offsets) > 10_000:
-                self._offsets.clear()
-            self._offsets[hour_key] = offset
+        if hour_key == self._last_hour:
+            offset = self._last_offset
+        else:
+            known = self._offsets.get(hour_key)
+            if known is None:
+                delta = datetime.fromtimestamp(hour_key * 3600, self.zone).utcoffset()
+                known = delta.total_seconds() if delta else 0.0
+                if len(self._offsets) > 10_000:
+                    self._offsets.clear()
+                self._offsets[hour_key] = known
+            offset = known
+            self._last_hour, self._last_offset = hour_key, offset
         local = ts + offset
         days = local // 86400
         # 1970-01-01 was a Thursday: (days + 3) % 7 is 0 on Mondays.
@@ -188,7 +204,7 @@ class EnsembleDetector:
         forecast = m.level + m.slope
         # The scale is never below the smallest step the series has shown before (a series of
         # zeros and spikes is not 10⁹σ out at its next spike), nor a small share of its level.
-        floor = max(self.rel_floor * abs(forecast), self.abs_floor, m.step)
+        floor = max(max(self.rel_floor * abs(forecast), self.abs_floor), m.step)
         change = abs(value - m.last_value)  # NaN when the last value is not known: no step learned
         if change > 0 and (m.step == 0 or change < m.step):
             m.step = change
@@ -219,11 +235,20 @@ class EnsembleDetector:
         w = pos - h0
         base = 24 if weekend else 0
         i0, i1 = base + h0 % 24, base + (h0 + 1) % 24
-        off = (1.0 - w) * m.s_mean[i0] + w * m.s_mean[i1]
-        s_sigma = max(_SIGMA_PER_MAD * ((1.0 - w) * m.s_mad[i0] + w * m.s_mad[i1]), floor)
+        # Each bucket value is read once, as a float (compiled, arithmetic on an array item
+        # is generic, on a float local native).
+        s_days, s_mean, s_mad = m.s_days, m.s_mean, m.s_mad
+        s_mean0: float = s_mean[i0]
+        s_mean1: float = s_mean[i1]
+        s_mad0: float = s_mad[i0]
+        s_mad1: float = s_mad[i1]
+        days0: int = s_days[i0]
+        days1: int = s_days[i1]
+        off = (1.0 - w) * s_mean0 + w * s_mean1
+        s_sigma = max(_SIGMA_PER_MAD * ((1.0 - w) * s_mad0 + w * s_mad1), floor)
         r_season = residual - off
         z_season = r_season / s_sigma
-        bucket_ready = m.s_days[i0] >= self.season_days and m.s_days[i1] >= self.season_days
+        bucket_ready = days0 >= self.season_days and days1 >= self.season_days
         m.l_fit += 0.01 * (min(abs(z_level), 20.0) - m.l_fit)
         if bucket_ready:
             m.s_fit += 0.01 * (min(abs(z_season), 20.0) - m.s_fit)
@@ -267,19 +292,23 @@ class EnsembleDetector:
         if n == 1:
             m.slow = forecast
         move = forecast - m.slow
-        usual = (1.0 - w) * m.m_mean[i0] + w * m.m_mean[i1]
-        spread = max(_SIGMA_PER_MAD * ((1.0 - w) * m.m_mad[i0] + w * m.m_mad[i1]), self.drift_floor * sigma)
+        m_mean, m_mad = m.m_mean, m.m_mad
+        m_mean0: float = m_mean[i0]
+        m_mean1: float = m_mean[i1]
+        m_mad0: float = m_mad[i0]
+        m_mad1: float = m_mad[i1]
+        usual = (1.0 - w) * m_mean0 + w * m_mean1
+        spread = max(_SIGMA_PER_MAD * ((1.0 - w) * m_mad0 + w * m_mad1), self.drift_floor * sigma)
         z_drift = (move - usual) / spread if bucket_ready and warm else 0.0
         m.slow += self.drift_rate * (forecast - m.slow)
         if abs(z_drift) < 2.5:  # learn what is usual only from usual moves
             surprise = move - usual
-            m_mean, m_mad = m.m_mean, m.m_mad
             rate = self.drift_learn * (1.0 - w)  # the two neighbouring hours, unrolled (hot path)
-            m_mean[i0] += rate * surprise
-            m_mad[i0] += rate * (abs(surprise) - m_mad[i0])
+            m_mean[i0] = m_mean0 + rate * surprise
+            m_mad[i0] = m_mad0 + rate * (abs(surprise) - m_mad0)
             rate = self.drift_learn * w
-            m_mean[i1] += rate * surprise
-            m_mad[i1] += rate * (abs(surprise) - m_mad[i1])
+            m_mean[i1] = m_mean1 + rate * surprise
+            m_mad[i1] = m_mad1 + rate * (abs(surprise) - m_mad1)
 
         # Learn, clipping what an outlier can teach once warm.
         limit = self.clip * sigma
@@ -294,25 +323,24 @@ class EnsembleDetector:
         day = int(ts // 86400) & 0xFFFF
         s_limit = self.clip * s_sigma
         r_learn = max(-s_limit, min(s_limit, r_season)) if bucket_ready else r_season
-        s_days, s_mean, s_mad = m.s_days, m.s_mean, m.s_mad
         if m.seen_day != day:  # a new day: no bucket has had a point on it yet
             m.seen_day, m.seen = day, 0
         bit = 1 << i0
         if not m.seen & bit:
             m.seen |= bit
-            if s_days[i0] < 255:
-                s_days[i0] += 1
+            if days0 < 255:
+                s_days[i0] = days0 + 1
         bit = 1 << i1
         if not m.seen & bit:
             m.seen |= bit
-            if s_days[i1] < 255:
-                s_days[i1] += 1
+            if days1 < 255:
+                s_days[i1] = days1 + 1
         rate = self.season_rate * (1.0 - w)
-        s_mean[i0] += rate * r_learn
-        s_mad[i0] += rate * (abs(r_learn) - s_mad[i0])
+        s_mean[i0] = s_mean0 + rate * r_learn
+        s_mad[i0] = s_mad0 + rate * (abs(r_learn) - s_mad0)
         rate = self.season_rate * w
-        s_mean[i1] += rate * r_learn
-        s_mad[i1] += rate * (abs(r_learn) - s_mad[i1])
+        s_mean[i1] = s_mean1 + rate * r_learn
+        s_mad[i1] = s_mad1 + rate * (abs(r_learn) - s_mad1)
         m.n = n + 1
         if not warm:
             return None
@@ -432,20 +460,20 @@ class EnsembleDetector:
         )  # fmt: skip
 
 
-_HEAD = struct.Struct("<Iddddd ddH?dddd")
-_TAIL = struct.Struct("<f")
-_CADENCE = struct.Struct("<ff?")  # gap_tail, move_tail, moving
-_RESOLUTION = struct.Struct("<df")  # last_value, step
-_SEEN = struct.Struct("<HQ")  # seen_day, seen
+_HEAD: Final = struct.Struct("<Iddddd ddH?dddd")
+_TAIL: Final = struct.Struct("<f")
+_CADENCE: Final = struct.Struct("<ff?")  # gap_tail, move_tail, moving
+_RESOLUTION: Final = struct.Struct("<df")  # last_value, step
+_SEEN: Final = struct.Struct("<HQ")  # seen_day, seen
 # Each layout is the one before with a part added at the end.
-_STATE_BYTES_BEFORE_TAIL = _HEAD.size + 17 * BUCKETS
-_STATE_BYTES_BEFORE_CADENCE = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
-_STATE_BYTES_BEFORE_RESOLUTION = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
-_STATE_BYTES_BEFORE_SEEN = _STATE_BYTES_BEFORE_RESOLUTION + _RESOLUTION.size
-STATE_BYTES = _STATE_BYTES_BEFORE_SEEN + _SEEN.size
+_STATE_BYTES_BEFORE_TAIL: Final = _HEAD.size + 17 * BUCKETS
+_STATE_BYTES_BEFORE_CADENCE: Final = _STATE_BYTES_BEFORE_TAIL + _TAIL.size
+_STATE_BYTES_BEFORE_RESOLUTION: Final = _STATE_BYTES_BEFORE_CADENCE + _CADENCE.size
+_STATE_BYTES_BEFORE_SEEN: Final = _STATE_BYTES_BEFORE_RESOLUTION + _RESOLUTION.size
+STATE_BYTES: Final = _STATE_BYTES_BEFORE_SEEN + _SEEN.size
 # Layouts saved by earlier versions: each bucket's last day (2 bytes) after `s_days` instead of
 # the seen-today mask, and the later parts missing in the earliest.
-_LEGACY_SIZES = tuple(
+_LEGACY_SIZES: Final = tuple(
     size + 2 * BUCKETS
     for size in (
         _STATE_BYTES_BEFORE_SEEN,
@@ -454,8 +482,8 @@ _LEGACY_SIZES = tuple(
         _STATE_BYTES_BEFORE_TAIL,
     )
 )
-_GAP_TAIL_UP = 2**0.5  # a gap past the estimate moves it up by this factor ...
-_GAP_TAIL_DOWN = 2**-0.001  # ... and any other gap down by this: about one gap in 500 exceeds it
+_GAP_TAIL_UP: Final = 2**0.5  # a gap past the estimate moves it up by this factor ...
+_GAP_TAIL_DOWN: Final = 2**-0.001  # ... and any other gap down by this: about one gap in 500 exceeds it
 
 
 def _silence_z(quiet: float, silent_after: float) -> float:
