@@ -35,17 +35,18 @@ def compiled_is_current(source: Path, stamp: Path) -> bool:
     return built_from == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
-def load_checked(name: str) -> bool:
+def load_checked(name: str, allowed: bool = True) -> bool:
     """Import module `name` compiled (mypyc, see setup.py) if it was built from the source
     beside it, else from that source, with a warning; SIGOPS_PURE_PYTHON=1 takes the source
-    too (to rule the compiled code out). True when the compiled one is in use. Call it
-    before anything imports the module."""
+    too (to rule the compiled code out), as does `allowed=False` (a compiled module that
+    needs another one compiled, which is not). True when the compiled one is in use. Call
+    it before anything imports the module."""
     spec = importlib.util.find_spec(name)
     origin = spec.origin if spec else None
     if origin is None or origin.endswith(".py"):
         return False
     source = Path(origin).with_name(name.rsplit(".", 1)[1] + ".py")
-    if os.environ.get("SIGOPS_PURE_PYTHON"):
+    if os.environ.get("SIGOPS_PURE_PYTHON") or not allowed:
         if not source.exists():
             return True  # an install without sources: the compiled module is all there is
     elif compiled_is_current(source, source.with_suffix(".build")):
@@ -62,6 +63,8 @@ def load_checked(name: str) -> bool:
     module = importlib.util.module_from_spec(from_source)
     sys.modules[name] = module
     from_source.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as an import would
     return False
 
 

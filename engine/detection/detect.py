@@ -99,21 +99,32 @@ class SeriesState:
     model: SeriesModel
     episode: Episode
     service: str = ""
-    dirty: bool = True
     silence_reported: bool = False
     arrived_at: float = 0.0  # wall clock when its last point arrived (silence is judged on arrival)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Observation:
     """What detection made of one metric point (not frozen: one is made per point)."""
 
     signal: Signal
     assessment: Assessment | None
     anomaly: Anomaly | None
-    transition: Transition = None
-    flapping: bool = False
-    open: bool = False
+    transition: Transition
+    flapping: bool
+    open: bool
+
+    # Written out, not generated: compiled, a dataclass's generated __init__ runs interpreted.
+    def __init__(
+        self, signal: Signal, assessment: Assessment | None, anomaly: Anomaly | None,
+        transition: Transition = None, flapping: bool = False, open: bool = False,
+    ) -> None:  # fmt: skip
+        self.signal = signal
+        self.assessment = assessment
+        self.anomaly = anomaly
+        self.transition = transition
+        self.flapping = flapping
+        self.open = open
 
 
 # format version, open, quiet, opened_at, closed_at, flapping, arrived_at, peak, above, below
@@ -134,6 +145,9 @@ class Detection:
         self.detector = detector or EnsembleDetector()
         self.policy = policy or Hysteresis()
         self._series: dict[str, SeriesState] = {}
+        # The series changed since the last save, in order (a set would do, but not in order):
+        # a save packs these, not every series the worker holds.
+        self._dirty: dict[str, None] = {}
 
     def known(self, series: str) -> bool:
         return series in self._series
@@ -155,7 +169,7 @@ class Detection:
         if state is None:
             state = SeriesState(self.detector.new_state(), Episode())
             self._series[signal.series] = state
-        state.dirty = True
+        self._dirty[signal.series] = None
         if signal.labels or not state.service:  # without labels it is the series' prefix: known
             state.service = signal.service
         state.silence_reported = False
@@ -226,7 +240,7 @@ class Detection:
             quiet = self.detector.silent_since(state.model, state.model.last_ts + (now - state.arrived_at))
             if quiet:
                 state.silence_reported = True
-                state.dirty = True
+                self._dirty[name] = None
                 # The episode opens now; the series' next point (flagged as after a silence)
                 # keeps it open, and calm points after that close it.
                 state.episode.open, state.episode.opened_at, state.episode.quiet = True, now, 0
@@ -274,7 +288,7 @@ class Detection:
         episode = state.episode
         if not episode.open:
             episode.open, episode.opened_at, episode.quiet = True, opened_at, 0
-            state.dirty = True
+            self._dirty[series] = None
 
     def series_names(self) -> list[str]:
         return list(self._series)
@@ -283,6 +297,7 @@ class Detection:
         """Drop series this worker no longer owns (their next owner loads their state)."""
         for name in names:
             self._series.pop(name, None)
+            self._dirty.pop(name, None)
 
     def packed(self, names: list[str]) -> dict[str, bytes]:
         """The persisted form of these series' states, dirty or not (others are left as they are)."""
@@ -291,10 +306,11 @@ class Detection:
     def dirty_states(self) -> dict[str, bytes]:
         """Packed states changed since the last call (and mark them clean)."""
         out = {}
-        for name, state in self._series.items():
-            if state.dirty:
+        for name in self._dirty:
+            state = self._series.get(name)
+            if state is not None:
                 out[name] = self._pack(state)
-                state.dirty = False
+        self._dirty.clear()
         return out
 
     def _pack(self, state: SeriesState) -> bytes:
@@ -331,7 +347,7 @@ class Detection:
         except (struct.error, ValueError):
             return None  # state from another version: relearn rather than crash
         episode = Episode(is_open, quiet, opened_at, closed_at, flapping, peak, above, below)
-        return SeriesState(model, episode, dirty=False, arrived_at=arrived_at)
+        return SeriesState(model, episode, arrived_at=arrived_at)
 
 
 def state_bytes(detection: Detection) -> int:

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 
 from engine.text import duration
 
+# Final: compiled, a module-level name that is not is looked up in a dict at each use.
 _SIGMA_PER_MAD: Final = math.sqrt(math.pi / 2)  # sigma of a normal = this * mean absolute deviation
 _TAIL_P: Final = 0.001
 _GAUSSIAN_TAIL_Z: Final = 3.29  # P(|z| > 3.29) = 0.001 for a standard normal

@@ -13,12 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.alerting.alerts import AlertPolicy
-from engine.detection.detect import Detection
-from engine.detection.ensemble import Assessment, EnsembleDetector, SeriesModel
+from engine.detection.detect import Detection, Observation
+from engine.detection.ensemble import EnsembleDetector
 from engine.intake import worker as worker_module
 from engine.intake.worker import SignalProcessor
 from engine.ports import QueuedSignal
-from engine.signal import make_signal
+from engine.signal import Signal, make_signal
 from storage.keys import Keys
 from storage.redis_state import RedisDetectorStateStore
 from storage.redis_stream import RedisSignalQueue
@@ -155,17 +155,18 @@ async def test_an_alert_opened_after_the_last_state_save_still_closes_after_a_ki
     assert await record.open_alerts(["anomaly:pay.latency"]) == {}
 
 
-class PoisonDetector:
-    """A detector with a bug that only one value triggers (wrapping the real one: the compiled
-    ensemble is a native class, which Python classes cannot inherit from)."""
+class PoisonDetection:
+    """Detection with a bug that only one value triggers (wrapping the real one: compiled,
+    `Detection` and the ensemble are native classes, which Python classes cannot inherit
+    from or stand in for)."""
 
     def __init__(self) -> None:
-        self.real = EnsembleDetector()
+        self.real = Detection()
 
-    def observe(self, m: SeriesModel, ts: float, value: float) -> Assessment | None:
-        if value == 666.0:
+    def observe(self, signal: Signal, arrived_at: float | None = None) -> Observation:
+        if signal.value == 666.0:
             raise ZeroDivisionError("bug in detector")
-        return self.real.observe(m, ts, value)
+        return self.real.observe(signal, arrived_at)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -182,7 +183,7 @@ async def test_a_poison_signal_is_set_aside_and_the_rest_recorded(
     good = [make_signal(series="a.b", value=float(i), ts=T0 + i) for i in range(50)]
     poison = make_signal(series="a.b", value=666.0, ts=T0 + 1000)
     await queue.publish([*good[:25], poison, *good[25:]], time.time())
-    detection = Detection(cast(EnsembleDetector, PoisonDetector()))
+    detection = cast(Detection, PoisonDetection())
     processor = SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
     with caplog.at_level(logging.ERROR):
         await drain(make_worker("w", queue, processor, RecordingSink()))

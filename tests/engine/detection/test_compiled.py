@@ -19,14 +19,16 @@ import engine.detection
 import engine.signal_fast
 from engine import compiled_is_current
 from engine.demo import poisson_sample
-from engine.detection import ensemble
+from engine.detection import detect, ensemble
+from engine.signal import Signal
 
 SOURCE = Path(engine.detection.__file__).with_name("ensemble.py")
+EPISODES = SOURCE.with_name("detect.py")
 
 
-def _source_module() -> ModuleType:
-    """engine/detection/ensemble.py loaded from the .py file, whatever import picked."""
-    spec = importlib.util.spec_from_file_location("ensemble_from_source", SOURCE)
+def _source_module(source: Path = SOURCE) -> ModuleType:
+    """A module of engine/detection loaded from its .py file, whatever import picked."""
+    spec = importlib.util.spec_from_file_location(f"{source.stem}_from_source", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
@@ -90,6 +92,39 @@ def test_the_compiled_detector_gives_exactly_what_the_source_gives() -> None:
     assert points > 15_000
 
 
+def _observed(o: detect.Observation) -> tuple[object, ...]:
+    verdict = None if o.assessment is None else _fields(o.assessment)
+    anomaly = o.anomaly
+    found = None if anomaly is None else (anomaly.id, anomaly.score, anomaly.detectors, anomaly.explanation)
+    return (o.signal.id, verdict, found, o.transition, o.flapping, o.open)
+
+
+def test_the_compiled_episodes_give_exactly_what_the_source_gives() -> None:
+    if not engine.detection.COMPILED_EPISODES:
+        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
+            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled episodes are not in use")
+        pytest.skip("the compiled episodes are not installed here")
+    assert detect.__file__ and not detect.__file__.endswith(".py")
+    source = _source_module(EPISODES)
+    compiled, interpreted = detect.Detection(), source.Detection()
+    points = opened = 0
+    for name, data in _corpus(11).items():
+        for i, (ts, value) in enumerate(data):
+            signal = Signal(f"{name}-{i}", ts, "test", "metric", f"svc.{name}", value, {}, None, "info")
+            got, want = compiled.observe(signal, ts), interpreted.observe(signal, ts)
+            assert _observed(got) == _observed(want), f"{name} at {ts}"
+            points, opened = points + 1, opened + (got.transition == "opened")
+        end = data[-1][0] + 86_400
+        assert [a.explanation for a in compiled.sweep(end)] == [a.explanation for a in interpreted.sweep(end)]
+    assert points > 15_000 and opened > 3  # episodes opened and closed, not just quiet points
+    # The saved states are the same bytes, and either side loads the other's.
+    assert compiled.dirty_states() == interpreted.dirty_states()
+    names = compiled.series_names()
+    again = source.Detection()
+    again.restore(compiled.packed(names))
+    assert again.packed(names) == interpreted.packed(names)
+
+
 def test_a_compiled_detector_built_from_another_source_is_not_used(tmp_path: Path) -> None:
     source, stamp = tmp_path / "ensemble.py", tmp_path / "ensemble.build"
     source.write_text("X = 1\n")
@@ -104,6 +139,9 @@ def test_a_compiled_detector_built_from_another_source_is_not_used(tmp_path: Pat
 def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
     if engine.detection.COMPILED:
         assert compiled_is_current(SOURCE, SOURCE.with_name("ensemble.build"))
+    if engine.detection.COMPILED_EPISODES:
+        assert engine.detection.COMPILED  # it reads the ensemble's objects as native ones
+        assert compiled_is_current(EPISODES, EPISODES.with_suffix(".build"))
     fast = Path(engine.__file__).with_name("signal_fast.py")
     if engine.COMPILED_VALIDATION:
         assert compiled_is_current(fast, fast.with_suffix(".build"))
@@ -116,9 +154,9 @@ def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
 def test_sigops_pure_python_runs_the_sources_even_when_compiled_ones_are_there() -> None:
     code = (
         "import engine, engine.detection as d, engine.detection.ensemble as e, engine.signal_fast as f;"
-        "print(engine.COMPILED_VALIDATION, d.COMPILED,"
-        " e.__file__.endswith('.py'), f.__file__.endswith('.py'))"
+        "print(engine.COMPILED_VALIDATION, d.COMPILED, d.COMPILED_EPISODES,"
+        " e.__file__.endswith('.py'), d.detect.__file__.endswith('.py'), f.__file__.endswith('.py'))"
     )
     env = {**os.environ, "SIGOPS_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False", "True", "True"]
+    assert out.stdout.split() == ["False", "False", "False", "True", "True", "True"]
