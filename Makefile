@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: install demo test lint bench clean
 
 # setup.py compiles the two hot modules (mypyc) when it can: rebuilt when one changes.
-$(STAMP): pyproject.toml setup.py engine/detection/ensemble.py engine/detection/detect.py engine/signal_fast.py
+$(STAMP): pyproject.toml setup.py engine/detection/ensemble.py engine/detection/detect.py engine/detection/replay.py engine/signal_fast.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SigOps needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@$(PY) -c 'import engine, engine.detection as d; yes = lambda b: "yes" if b else "no (the Python source)"; \
-		print("sigops: compiled: detector", yes(d.COMPILED), "| episodes", yes(d.COMPILED_EPISODES), "| validation", yes(engine.COMPILED_VALIDATION))'
+		print("sigops: compiled: detector", yes(d.COMPILED), "| episodes", yes(d.COMPILED_EPISODES), "| replay", yes(d.COMPILED_REPLAY), "| validation", yes(engine.COMPILED_VALIDATION))'
 	@touch $(STAMP)
 
 install: $(STAMP)

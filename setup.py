@@ -1,6 +1,6 @@
-"""The optional compiled hot paths, built with mypyc: the detector ensemble and the
-episodes (`engine/detection/ensemble.py` and `detect.py`, most of what a worker and
-`sigops detect` spend per point) and the fast validation path (`engine/signal_fast.py`,
+"""The optional compiled hot paths, built with mypyc: the detector ensemble, the
+episodes and the replay (`engine/detection/ensemble.py`, `detect.py` and `replay.py`, most
+of what a worker and `sigops detect` spend per point) and the fast validation path (`engine/signal_fast.py`,
 most of what the HTTP server spends per signal). As C extensions they run two to three
 times as fast, from the same source. The
 Python files stay the reference and the fallback: without a C compiler, or with
@@ -25,6 +25,7 @@ from setuptools.command.build_ext import build_ext
 SOURCES = {
     "engine.detection.ensemble": Path("engine/detection/ensemble.py"),
     "engine.detection.detect": Path("engine/detection/detect.py"),
+    "engine.detection.replay": Path("engine/detection/replay.py"),
     "engine.signal_fast": Path("engine/signal_fast.py"),
 }
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab  # bench/nab.py, beside this file
 
 from engine.demo import poisson_sample
-from engine.detection import COMPILED
+from engine.detection import COMPILED, COMPILED_EPISODES
 from engine.detection.detect import Detection, state_bytes
 from engine.signal import Signal
 
@@ -220,6 +220,7 @@ def main() -> None:
           f"{clean_alarms / clean_days:.3f} per series-day (target < 0.1)")  # fmt: skip
     print(f">=5σ spikes, dips and steps caught within 3 points: {fast[0]}/{fast[1]}")
     build = "compiled detector" if COMPILED else "detector from the Python source"
+    build += ", compiled episodes" if COMPILED_EPISODES else ", episodes from the Python source"
     print(f"throughput: {points / seconds:,.0f} points/s on one core (whole ensemble + hysteresis, {build})")
     print(f"state per series: {state_bytes(Detection())} bytes")
     if args.cli_rows:

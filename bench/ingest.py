@@ -39,7 +39,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from engine import COMPILED_VALIDATION  # serve and the workers import the same build
-from engine.detection import COMPILED
+from engine.detection import COMPILED, COMPILED_EPISODES
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -347,6 +347,7 @@ async def main() -> None:
     print(
         f"machine: {os.cpu_count()} cores; burst of {args.signals} signals, {args.workers} worker process(es)"
         f" (compiled: detector {'yes' if COMPILED else 'no'},"
+        f" episodes {'yes' if COMPILED_EPISODES else 'no'},"
         f" validation {'yes' if COMPILED_VALIDATION else 'no'})"
     )
     raw_one = await raw_xadd(100_000, 1000, 1)

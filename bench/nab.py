@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.detection import COMPILED
+from engine.detection import COMPILED, COMPILED_EPISODES
 from engine.detection.detect import Detection
 from engine.detection.replay import read_points, replay
 
@@ -82,7 +82,8 @@ def run(kit: Path = KIT) -> dict[str, float]:
     }
     print(
         f"NAB dev kit: {len(windows)} files, {points:,.0f} points, replayed at {points / spent:,.0f} points/s"
-        f" ({'compiled' if COMPILED else 'Python source'} detector)"
+        f" ({'compiled' if COMPILED else 'Python source'} detector,"
+        f" {'compiled' if COMPILED_EPISODES else 'Python source'} episodes)"
     )
     print(f"{'column':<8}{'standard':>10}{'lowFP':>8}{'lowFN':>8}   (100 perfect, 0 never alerting)")
     print(f"{'alert':<8}" + "".join(f"{v:>{w}.1f}" for v, w in zip(alert_scores, (10, 8, 8), strict=True)))

@@ -5,17 +5,19 @@ silence), the anomaly episodes with hysteresis and flapping (`detect`), trend fo
 to a limit (`forecast`), and the offline replay of a CSV through the same code
 (`replay`). It imports no other capability.
 
-The ensemble and the episodes (`detect`) may be installed compiled (mypyc, see
-`setup.py`): the same sources as C extensions, two to three times as fast. Each is used
-only when it was built from the source beside it; otherwise (the source was edited since)
-the source is loaded, with a warning. The compiled `detect` reads the ensemble's objects
-as native ones, so it is used only with the compiled ensemble.
+The ensemble, the episodes (`detect`) and the replay may be installed compiled (mypyc,
+see `setup.py`): the same sources as C extensions, two to three times as fast. Each is
+used only when it was built from the source beside it; otherwise (the source was edited
+since) the source is loaded, with a warning. A compiled module reads the objects of the
+one it builds on as native ones, so it is used only when that one is compiled too: the
+episodes with the ensemble, the replay with the episodes and the validation path.
 """
 
-from engine import load_checked
+from engine import COMPILED_VALIDATION, load_checked
 
 COMPILED = load_checked(f"{__name__}.ensemble")  # the ensemble in use is the mypyc-compiled one
 COMPILED_EPISODES = load_checked(f"{__name__}.detect", allowed=COMPILED)  # and the episodes
+COMPILED_REPLAY = load_checked(f"{__name__}.replay", allowed=COMPILED_EPISODES and COMPILED_VALIDATION)
 
 from engine.detection.detect import Anomaly, Detection, Hysteresis, Observation, state_bytes  # noqa: E402
 from engine.detection.ensemble import (  # noqa: E402
@@ -29,7 +31,7 @@ from engine.detection.forecast import Forecast, forecast  # noqa: E402
 from engine.detection.replay import read_points, replay, write_csv  # noqa: E402
 
 __all__ = [
-    "COMPILED", "COMPILED_EPISODES", "Anomaly", "Assessment", "Detection", "EnsembleDetector", "Forecast",
-    "Hysteresis", "LocalHours", "Observation", "SeriesModel", "forecast", "read_points", "replay", "score_of",
-    "state_bytes", "write_csv",
+    "COMPILED", "COMPILED_EPISODES", "COMPILED_REPLAY", "Anomaly", "Assessment", "Detection",
+    "EnsembleDetector", "Forecast", "Hysteresis", "LocalHours", "Observation", "SeriesModel", "forecast",
+    "read_points", "replay", "score_of", "state_bytes", "write_csv",
 ]  # fmt: skip

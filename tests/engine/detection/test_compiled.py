@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import math
 import os
 import random
@@ -125,6 +126,27 @@ def test_the_compiled_episodes_give_exactly_what_the_source_gives() -> None:
     assert again.packed(names) == interpreted.packed(names)
 
 
+def test_the_compiled_replay_writes_exactly_what_the_source_writes(tmp_path: Path) -> None:
+    replay_module = sys.modules["engine.detection.replay"]
+    if not engine.detection.COMPILED_REPLAY:
+        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
+            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled replay is not in use")
+        pytest.skip("the compiled replay is not installed here")
+    assert not replay_module.__file__.endswith(".py")
+    source = _source_module(EPISODES.with_name("replay.py"))
+    lines = ["timestamp,value\n"]
+    for name, data in _corpus(13).items():
+        lines += [f"{ts:.0f},{value!r}\n" for ts, value in data if name != "gaps"]
+    lines.insert(500, '"2023-11-14T22:13:20Z",1.5\n')  # a quoted timestamp: written by the csv module
+    written = []
+    for module in (replay_module, source):
+        out = io.StringIO()
+        count = module.write_csv(module.replay(module.read_points(lines), detect.Detection()), out)
+        written.append((count, out.getvalue()))
+    assert written[0] == written[1]
+    assert written[0][0] > 10_000 and ",1," in written[0][1]  # alerts among the rows
+
+
 def test_a_compiled_detector_built_from_another_source_is_not_used(tmp_path: Path) -> None:
     source, stamp = tmp_path / "ensemble.py", tmp_path / "ensemble.build"
     source.write_text("X = 1\n")
@@ -142,6 +164,10 @@ def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
     if engine.detection.COMPILED_EPISODES:
         assert engine.detection.COMPILED  # it reads the ensemble's objects as native ones
         assert compiled_is_current(EPISODES, EPISODES.with_suffix(".build"))
+    if engine.detection.COMPILED_REPLAY:
+        assert engine.detection.COMPILED_EPISODES and engine.COMPILED_VALIDATION
+        replay = EPISODES.with_name("replay.py")
+        assert compiled_is_current(replay, replay.with_suffix(".build"))
     fast = Path(engine.__file__).with_name("signal_fast.py")
     if engine.COMPILED_VALIDATION:
         assert compiled_is_current(fast, fast.with_suffix(".build"))
@@ -154,9 +180,11 @@ def test_the_compiled_modules_in_use_were_built_from_todays_sources() -> None:
 def test_sigops_pure_python_runs_the_sources_even_when_compiled_ones_are_there() -> None:
     code = (
         "import engine, engine.detection as d, engine.detection.ensemble as e, engine.signal_fast as f;"
-        "print(engine.COMPILED_VALIDATION, d.COMPILED, d.COMPILED_EPISODES,"
-        " e.__file__.endswith('.py'), d.detect.__file__.endswith('.py'), f.__file__.endswith('.py'))"
+        "import sys; r = sys.modules['engine.detection.replay'];"
+        "print(engine.COMPILED_VALIDATION, d.COMPILED, d.COMPILED_EPISODES, d.COMPILED_REPLAY,"
+        " e.__file__.endswith('.py'), d.detect.__file__.endswith('.py'), r.__file__.endswith('.py'),"
+        " f.__file__.endswith('.py'))"
     )
     env = {**os.environ, "SIGOPS_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False", "False", "True", "True", "True"]
+    assert out.stdout.split() == ["False"] * 4 + ["True"] * 4
