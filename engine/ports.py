@@ -70,13 +70,19 @@ class RecordTransaction(Protocol):
         """Alerts not yet resolved, by group key (as this transaction sees them)."""
         ...
 
-    async def latest_times(self, series: Sequence[str]) -> dict[str, float]:
-        """The time of each series' latest recorded signal (a series never recorded is absent)."""
+    async def recorded_extent(self, series: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """Each series' latest recorded time and how many signals it has recorded (from the
+        series catalogue; a series never recorded is absent)."""
         ...
 
     async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
         """(signal, received_at) of a series' metric points recorded with a time after `after`,
         in the order they were recorded (at most `limit`)."""
+        ...
+
+    async def latest_points(self, series: str, limit: int) -> list[tuple[Signal, float]]:
+        """(signal, received_at) of a series' latest `limit` metric points (by time), in the
+        order they were recorded."""
         ...
 
     async def add_anomalies(self, anomalies: Sequence[Anomaly]) -> None:

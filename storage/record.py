@@ -287,14 +287,14 @@ class Transaction:
             )
         return new
 
-    async def latest_times(self, series: Sequence[str]) -> dict[str, float]:
+    async def recorded_extent(self, series: Sequence[str]) -> dict[str, tuple[float, int]]:
         rows = await self.record._select_in(
-            "SELECT name, last_ts FROM series_catalogue WHERE name IN ({marks})",
+            "SELECT name, last_ts, points FROM series_catalogue WHERE name IN ({marks})",
             list(series),
             "reading series' latest times",
             db=self.db,
         )
-        return {name: float(ts) for name, ts in rows}
+        return {name: (float(ts), int(points)) for name, ts, points in rows}
 
     async def points_after(self, series: str, after: float, limit: int) -> list[tuple[Signal, float]]:
         rows = await self.db.rows(
@@ -306,6 +306,20 @@ class Transaction:
         return [
             (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
             for i, ts, source, value, labels, text, severity, received in rows
+        ]
+
+    async def latest_points(self, series: str, limit: int) -> list[tuple[Signal, float]]:
+        # By time, down the (series, ts, id) index: only `limit` rows are read, however long
+        # the series' history; then back in the order they were recorded.
+        rows = await self.db.rows(
+            "SELECT id, ts, source, value, labels, text, severity, received_at, rowid FROM signals "
+            "WHERE series = ? AND kind = 'metric' AND value IS NOT NULL ORDER BY ts DESC LIMIT ?",
+            (series, limit),
+            "reading a series' latest points",
+        )
+        return [
+            (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
+            for i, ts, source, value, labels, text, severity, received, _ in sorted(rows, key=lambda r: r[8])
         ]
 
     async def _catalogue(self, fresh: Sequence[Signal]) -> None:

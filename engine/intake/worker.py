@@ -154,27 +154,24 @@ class SignalProcessor:
         series): that batch comes back, but as signals already recorded, which are not
         observed again. So the series' points recorded after the state's last one are
         replayed into it first (their verdicts are in the record already), and the episodes
-        of alerts still firing are held open. A series with no saved state and a long history
-        (its state was lost) starts afresh, as does one past the batch's budget."""
+        of alerts still firing are held open. A series with no saved state and a longer
+        history than the replay takes (its state was lost: Redis restarted empty, or the
+        embedded default restarted) relearns from its latest points instead of starting
+        from nothing. The unknown series of a batch share the replay's budget."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return
         self.detection.restore(await self.states.load(unknown))
-        latest = await tx.latest_times(unknown)
-        budget = REPLAY_BUDGET
+        extent = await tx.recorded_extent(unknown)
+        limit = min(REPLAY_LIMIT, max(REPLAY_BUDGET // len(unknown), 1))
         for name in unknown:
-            limit = min(REPLAY_LIMIT, budget)
-            if limit <= 0:
-                break
-            last, recorded = self.detection.last_ts(name), latest.get(name)
-            if recorded is None or (last is not None and recorded <= last):
+            last, recorded = self.detection.last_ts(name), extent.get(name)
+            if recorded is None or (last is not None and recorded[0] <= last):
                 continue  # the record holds nothing of it that the state has not seen (the usual)
-            points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
-            if len(points) > limit:
-                if last is None:
-                    continue
-                del points[limit:]
-            budget -= len(points)
+            if last is None and recorded[1] > limit:
+                points = await tx.latest_points(name, limit)
+            else:
+                points = await tx.points_after(name, 0.0 if last is None else last, limit)
             for signal, received_at in points:
                 self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])

@@ -90,17 +90,36 @@ async def test_a_worker_killed_between_commit_and_state_save_is_taken_over_exact
     assert alerts["killed.latency"][0] == T0 + 60 * 150
 
 
-async def test_a_series_whose_state_is_lost_with_a_long_history_starts_afresh(
+async def test_a_series_whose_state_is_lost_relearns_from_its_latest_points(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Replaying is bounded: a series with no saved state and more history than a replay
-    takes (its state was lost, not never saved) is not replayed, so one batch cannot stall."""
+    """A series with no saved state and more history than a replay takes (its state was lost:
+    Redis restarted empty, or the embedded default restarted) relearns from its latest
+    points, read in the order they were recorded, not from nothing and not from its first."""
     monkeypatch.setattr(worker_module, "REPLAY_LIMIT", 50)
     batch = incident_batches("old.latency")
     await warm_after_50(record, redis, keys).process(batch(0, 100))  # recorded; no state saved
     second = warm_after_50(record, redis, keys)
     await second.process(batch(100, 110))
-    assert cast(Any, second.detection._series["old.latency"].model).n == 10
+    assert cast(Any, second.detection._series["old.latency"].model).n == 60
+
+    relearned = warm_after_50(record, redis, keys).detection
+    for entry in batch(50, 110):
+        relearned.observe(entry.signal, entry.received_at)
+    assert second.detection.packed(["old.latency"]) == relearned.packed(["old.latency"])
+
+
+async def test_the_series_of_a_batch_share_the_replay(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many series lost their state, one batch replays at most the budget."""
+    monkeypatch.setattr(worker_module, "REPLAY_BUDGET", 120)
+    names = [f"lost{i}.latency" for i in range(4)]
+    batches = [incident_batches(name) for name in names]
+    await warm_after_50(record, redis, keys).process([e for b in batches for e in b(0, 100)])
+    second = warm_after_50(record, redis, keys)
+    await second.process([e for b in batches for e in b(100, 101)])
+    assert [cast(Any, second.detection._series[n].model).n for n in names] == [31] * 4  # 120 / 4, + 1
 
 
 @pytest.mark.parametrize("ending", ["shutdown", "kill"])
