@@ -119,12 +119,8 @@ class Observation:
         self, signal: Signal, assessment: Assessment | None, anomaly: Anomaly | None,
         transition: Transition = None, flapping: bool = False, open: bool = False,
     ) -> None:  # fmt: skip
-        self.signal = signal
-        self.assessment = assessment
-        self.anomaly = anomaly
-        self.transition = transition
-        self.flapping = flapping
-        self.open = open
+        self.signal, self.assessment, self.anomaly = signal, assessment, anomaly
+        self.transition, self.flapping, self.open = transition, flapping, open
 
 
 # format version, open, quiet, opened_at, closed_at, flapping, arrived_at, peak, above, below
