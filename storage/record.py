@@ -291,7 +291,7 @@ class Transaction:
         rows = await self.record._select_in(
             "SELECT name, last_ts, points FROM series_catalogue WHERE name IN ({marks})",
             list(series),
-            "reading series' latest times",
+            "reading series' extents",
             db=self.db,
         )
         return {name: (float(ts), int(points)) for name, ts, points in rows}
@@ -303,10 +303,7 @@ class Transaction:
             (series, after, limit),
             "reading a series' latest points",
         )
-        return [
-            (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
-            for i, ts, source, value, labels, text, severity, received in rows
-        ]
+        return _points(series, rows)
 
     async def latest_points(self, series: str, limit: int) -> list[tuple[Signal, float]]:
         # By time, down the (series, ts, id) index: only `limit` rows are read, however long
@@ -317,10 +314,7 @@ class Transaction:
             (series, limit),
             "reading a series' latest points",
         )
-        return [
-            (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
-            for i, ts, source, value, labels, text, severity, received, _ in sorted(rows, key=lambda r: r[8])
-        ]
+        return _points(series, [row[:8] for row in sorted(rows, key=lambda r: r[8])])
 
     async def _catalogue(self, fresh: Sequence[Signal]) -> None:
         """Add the batch's series to the catalogue (first and last time seen, points)."""
@@ -529,3 +523,11 @@ def _alert_from_row(row: Sequence[Any]) -> Alert:
     values[20] = bool(values[20])
     values[22] = orjson.loads(values[22])
     return Alert(*values)
+
+
+def _points(series: str, rows: Iterable[Sequence[Any]]) -> list[tuple[Signal, float]]:
+    """(signal, received_at) from rows of id, ts, source, value, labels, text, severity, received_at."""
+    return [
+        (Signal(i, ts, source, "metric", series, value, orjson.loads(labels), text, severity), received)
+        for i, ts, source, value, labels, text, severity, received in rows
+    ]
