@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint bench clean
 
-# setup.py compiles the two hot modules (mypyc) when it can: rebuilt when one changes.
+# setup.py compiles the hot modules (mypyc) when it can: rebuilt when one changes.
 $(STAMP): pyproject.toml setup.py engine/detection/ensemble.py engine/detection/detect.py engine/detection/replay.py engine/signal_fast.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SigOps needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)

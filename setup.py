@@ -1,9 +1,9 @@
 """The optional compiled hot paths, built with mypyc: the detector ensemble, the
-episodes and the replay (`engine/detection/ensemble.py`, `detect.py` and `replay.py`, most
-of what a worker and `sigops detect` spend per point) and the fast validation path (`engine/signal_fast.py`,
-most of what the HTTP server spends per signal). As C extensions they run two to three
-times as fast, from the same source. The
-Python files stay the reference and the fallback: without a C compiler, or with
+episodes and the replay (`engine/detection/ensemble.py`, `detect.py` and `replay.py`,
+most of what a worker and `sigops detect` spend per point) and the fast validation path
+(`engine/signal_fast.py`, most of what the HTTP server spends per signal). As C
+extensions they run two to seven times as fast, from the same sources. The Python files
+stay the reference and the fallback: without a C compiler, or with
 SIGOPS_PURE_PYTHON=1, SigOps installs and runs on the sources alone. Beside each extension
 the build writes its source's SHA-256 (`<module>.build`), so a compiled module older than
 its source is never used (`engine.load_checked` checks).

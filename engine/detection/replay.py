@@ -12,7 +12,7 @@ import csv
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Final, TextIO
 
 from engine.detection.detect import Detection
 from engine.errors import PayloadError
@@ -21,6 +21,7 @@ from engine.signal import Signal, parse_timestamp
 OUT_COLUMNS = ("timestamp", "value", "score", "expected", "lower", "upper", "anomaly", "alert")
 _TS_NAMES = {"timestamp", "ts", "time"}
 MAX_REPORTED = 5
+_BLOCK_ROWS: Final = 4096  # rows written at once by write_csv
 
 
 @dataclass(slots=True, init=False)
@@ -157,9 +158,6 @@ def write_csv(rows: Iterable[list[str]], out: TextIO) -> int:
     if block:
         out.write("".join(block))
     return count
-
-
-_BLOCK_ROWS = 4096
 
 
 def _num(value: float) -> str:
