@@ -6,7 +6,7 @@ to a limit (`forecast`), and the offline replay of a CSV through the same code
 (`replay`). It imports no other capability.
 
 The ensemble, the episodes (`detect`) and the replay may be installed compiled (mypyc,
-see `setup.py`): the same sources as C extensions, two to three times as fast. Each is
+see `setup.py`): the same sources as C extensions, two to seven times as fast. Each is
 used only when it was built from the source beside it; otherwise (the source was edited
 since) the source is loaded, with a warning. A compiled module reads the objects of the
 one it builds on as native ones, so it is used only when that one is compiled too: the

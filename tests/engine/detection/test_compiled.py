@@ -63,15 +63,21 @@ def _corpus(seed: int) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+def _compiled_or_skip(in_use: bool, what: str) -> None:
+    """Skip a test of compiled code (`what`) where it is not installed (no C compiler at install
+    time?), and fail instead where SIGOPS_EXPECT_COMPILED says it must be (CI)."""
+    if not in_use:
+        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
+            pytest.fail(f"SIGOPS_EXPECT_COMPILED is set, but {what}: not compiled here")
+        pytest.skip(f"{what}: not compiled here (no C compiler at install time?)")
+
+
 def _fields(a: ensemble.Assessment) -> tuple[object, ...]:
     return (a.score, a.z, a.expected, a.lower, a.upper, a.drivers, a.warm, a.note)
 
 
 def test_the_compiled_detector_gives_exactly_what_the_source_gives() -> None:
-    if not engine.detection.COMPILED:
-        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
-            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled detector is not in use")
-        pytest.skip("the compiled detector is not installed here (no C compiler at install time?)")
+    _compiled_or_skip(engine.detection.COMPILED, "the detector")
     assert ensemble.__file__ and not ensemble.__file__.endswith(".py")
     source = _source_module()
     compiled_detector, source_detector = ensemble.EnsembleDetector(), source.EnsembleDetector()
@@ -101,10 +107,7 @@ def _observed(o: detect.Observation) -> tuple[object, ...]:
 
 
 def test_the_compiled_episodes_give_exactly_what_the_source_gives() -> None:
-    if not engine.detection.COMPILED_EPISODES:
-        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
-            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled episodes are not in use")
-        pytest.skip("the compiled episodes are not installed here")
+    _compiled_or_skip(engine.detection.COMPILED_EPISODES, "the episodes")
     assert detect.__file__ and not detect.__file__.endswith(".py")
     source = _source_module(EPISODES)
     compiled, interpreted = detect.Detection(), source.Detection()
@@ -126,12 +129,9 @@ def test_the_compiled_episodes_give_exactly_what_the_source_gives() -> None:
     assert again.packed(names) == interpreted.packed(names)
 
 
-def test_the_compiled_replay_writes_exactly_what_the_source_writes(tmp_path: Path) -> None:
+def test_the_compiled_replay_writes_exactly_what_the_source_writes() -> None:
     replay_module = sys.modules["engine.detection.replay"]
-    if not engine.detection.COMPILED_REPLAY:
-        if os.environ.get("SIGOPS_EXPECT_COMPILED"):
-            pytest.fail("SIGOPS_EXPECT_COMPILED is set but the compiled replay is not in use")
-        pytest.skip("the compiled replay is not installed here")
+    _compiled_or_skip(engine.detection.COMPILED_REPLAY, "the replay")
     assert not replay_module.__file__.endswith(".py")
     source = _source_module(EPISODES.with_name("replay.py"))
     lines = ["timestamp,value\n"]
