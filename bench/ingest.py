@@ -112,6 +112,25 @@ def bench_env(name: str, log_level: str) -> tuple[Path, str, int, dict[str, str]
     return data_dir, prefix, port, env
 
 
+async def shards_shared(prefix: str, workers: int, shards: int = 8) -> None:
+    """Wait until every shard has an owner and the workers hold an even share (a worker
+    that starts first takes them all and gives extras back at its next rebalance, a third
+    of a lease later): otherwise the first burst measures one worker, whatever --workers."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    fair = -(-shards // max(workers, 1))
+    deadline = time.perf_counter() + 60
+    try:
+        while time.perf_counter() < deadline:
+            owners = [await client.get(f"{prefix}:lease:{shard}") for shard in range(shards)]
+            held = [owners.count(owner) for owner in set(owners)]
+            if None not in owners and len(held) == workers and max(held) <= fair:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the {workers} workers did not share the {shards} shards out within 60 s")
+    finally:
+        await client.aclose()
+
+
 async def stop_and_clean(procs: list[subprocess.Popen[bytes]], prefix: str, data_dir: Path) -> None:
     """Stop the benchmark's processes, delete its Redis keys and its data directory."""
     for proc in procs:
@@ -378,7 +397,7 @@ async def main() -> None:
     try:
         await wait_ready(url)
         workers = [start(["worker"], env) for _ in range(args.workers)]
-        await asyncio.sleep(1.0)  # let workers connect
+        await shards_shared(prefix, args.workers)
         offset = 0
         await burst(url, db, "burst, batches of 1000", args.signals, 1000, args.concurrency, offset, am_1000)
         offset += args.signals
