@@ -157,7 +157,10 @@ class SignalProcessor:
         of alerts still firing are held open. A series with no saved state and a longer
         history than the replay takes (its state was lost: Redis restarted empty, or the
         embedded default restarted) relearns from its latest points instead of starting
-        from nothing. The unknown series of a batch share the replay's budget."""
+        from nothing, and a state further behind than the replay takes (Redis came back from
+        an old snapshot) catches up on them: were it to replay the first points after it, its
+        next live point would come long after the last it saw, a silence that never was.
+        The unknown series of a batch share the replay's budget."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return
@@ -171,7 +174,9 @@ class SignalProcessor:
             if last is None and recorded[1] > limit:
                 points = await tx.latest_points(name, limit)
             else:
-                points = await tx.points_after(name, 0.0 if last is None else last, limit)
+                points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
+                if len(points) > limit:  # further behind than a replay takes: catch up on the latest
+                    points = await tx.latest_points(name, limit)
             for signal, received_at in points:
                 self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])

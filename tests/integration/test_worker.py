@@ -109,6 +109,32 @@ async def test_a_series_whose_state_is_lost_relearns_from_its_latest_points(
     assert second.detection.packed(["old.latency"]) == relearned.packed(["old.latency"])
 
 
+async def test_a_state_far_behind_the_record_catches_up_on_its_latest_points(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved state further behind the record than a replay takes (Redis came back from an
+    old snapshot) catches up on the series' latest points, not on the first ones after it:
+    otherwise its next live point comes an hour and a half after the last one it saw, and a
+    series that never stopped is announced as silent."""
+    monkeypatch.setattr(worker_module, "REPLAY_LIMIT", 50)
+    batch = incident_batches("old.latency")
+    first = warm_after_50(record, redis, keys)
+    await first.process(batch(0, 60))
+    await first.save_states()
+    snapshot = await redis.hget(keys.detector_state, "old.latency")
+    await first.process(batch(60, 140))
+    await first.save_states()
+    await first.process(batch(140, 150))
+    await redis.hset(keys.detector_state, "old.latency", snapshot)  # Redis restored from the old snapshot
+
+    second = warm_after_50(record, redis, keys)
+    outcome = await second.process(batch(150, 151))  # the incident's first point
+    assert second.detection.last_ts("old.latency") == T0 + 60 * 150
+    (change,) = outcome.alert_changes
+    assert "silent" not in change.alert.explanation, change.alert.explanation
+    assert cast(Any, second.detection._series["old.latency"].model).n == 60 + 50 + 1
+
+
 async def test_the_series_of_a_batch_share_the_replay(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
