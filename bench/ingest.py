@@ -38,8 +38,10 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from bot.settings import Settings
 from engine import COMPILED_VALIDATION  # serve and the workers import the same build
 from engine.detection import COMPILED, COMPILED_EPISODES
+from storage.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -112,16 +114,17 @@ def bench_env(name: str, log_level: str) -> tuple[Path, str, int, dict[str, str]
     return data_dir, prefix, port, env
 
 
-async def shards_shared(prefix: str, workers: int, shards: int = 8) -> None:
+async def shards_shared(prefix: str, workers: int) -> None:
     """Wait until every shard has an owner and the workers hold an even share (a worker
     that starts first takes them all and gives extras back at its next rebalance, a third
     of a lease later): otherwise the first burst measures one worker, whatever --workers."""
     client = aioredis.Redis.from_url(REDIS_URL)
+    keys, shards = Keys(prefix), Settings.model_fields["shards"].default  # the processes' defaults
     fair = -(-shards // max(workers, 1))
     deadline = time.perf_counter() + 60
     try:
         while time.perf_counter() < deadline:
-            owners = [await client.get(f"{prefix}:lease:{shard}") for shard in range(shards)]
+            owners = [await client.get(keys.lease(shard)) for shard in range(shards)]
             held = [owners.count(owner) for owner in set(owners)]
             if None not in owners and len(held) == workers and max(held) <= fair:
                 return
