@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -88,18 +90,37 @@ async def guarded(call: Callable[[], Awaitable[T]], what: str) -> T:
 # one per chunk ~1 µs per signal; acks and reclaims then work per chunk.
 CHUNK = 100
 
-# Every entry of one request, whatever its shards, in one command: KEYS are the entries'
-# streams (a stream once per entry), ARGV the stream length bound, the receive time and the
-# entries' bodies. Each command costs redis-py ~50 µs of Python (packing, a timed read), so
-# one XADD per shard in a pipeline was a third of what ingest spent per request at 8 shards.
-# All the streams share the prefix's hash tag where a Cluster needs one (README).
+# Every entry of one request, whatever its shards, in one command, and the entries of the
+# requests that arrive while one is under way in the next: KEYS are the entries' streams (a
+# stream once per entry), ARGV the stream length bound, then each entry's receive time and
+# body. Each command costs redis-py ~50 µs of Python (packing, a timed read) and a send on
+# the socket, so one XADD per shard in a pipeline was a third of what ingest spent per
+# request at 8 shards. All the streams share the prefix's hash tag where a Cluster needs one
+# (README).
 PUBLISH_SCRIPT = """
 local ids = {}
 for i, key in ipairs(KEYS) do
-  ids[i] = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[i + 2], 'r', ARGV[2])
+  ids[i] = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2 * i + 1], 'r', ARGV[2 * i])
 end
 return ids
 """
+# Publish commands under way at once; calls made meanwhile wait and go together in the next.
+# Measured on 2 cores, server alone: requests of 10 signals, 16 at a time, 61-66k signals/s
+# instead of 48k; of 100, 4 or 8 at a time, the same as one command each (within the noise).
+# Two at once did no better than one.
+ROUNDS_IN_FLIGHT = 1
+# Entries in one command at most (a round of calls that waited): the script runs in one go,
+# and Redis serves nothing else meanwhile.
+ROUND_ENTRIES = 256
+
+
+@dataclass(slots=True)
+class _Publication:
+    """One publish call's entries, waiting for the command that carries them."""
+
+    streams: list[str]
+    args: list[EncodableT]  # receive time, body, for each entry
+    done: asyncio.Future[list[Any]]
 
 
 class RedisSignalQueue:
@@ -136,6 +157,9 @@ class RedisSignalQueue:
         self._ready: set[int] = set()
         self._reclaim_cursors: dict[int, str] = {}
         self._publish = redis.register_script(PUBLISH_SCRIPT)  # loads itself again after NOSCRIPT
+        self._waiting: list[_Publication] = []
+        self._in_flight = 0  # publish commands under way
+        self._rounds: set[asyncio.Task[None]] = set()
 
     def _all(self, shards: Sequence[int] | None) -> Sequence[int]:
         return range(self.shards) if shards is None else shards
@@ -167,17 +191,78 @@ class RedisSignalQueue:
         self._reclaim_cursors.clear()
 
     async def publish(self, signals: Sequence[Signal], received_at: float) -> list[str]:
+        """Add the signals to their shards' streams; return the entries' ids once Redis (and
+        `min_replicas` replicas) has them. Calls made while `ROUNDS_IN_FLIGHT` commands are
+        under way go out together in the next (a round): each still returns only when its own
+        entries are in."""
         received = repr(received_at).encode()
         by_shard: dict[int, list[Signal]] = {}
         for signal in signals:
             by_shard.setdefault(shard_of(signal.series, self.shards), []).append(signal)
         streams: list[str] = []
-        args: list[EncodableT] = [self.maxlen, received]
+        args: list[EncodableT] = []
         for shard, group in by_shard.items():
             for i in range(0, len(group), self.chunk):
                 streams.append(self.keys.stream(shard))
-                args.append(signals_to_json(group[i : i + self.chunk]))
+                args += (received, signals_to_json(group[i : i + self.chunk]))
+        if not streams:
+            return []
+        if not self._waiting and self._in_flight < ROUNDS_IN_FLIGHT:  # a command can go now: this one
+            self._in_flight += 1
+            try:
+                ids = await self._send(streams, [self.maxlen, *args])
+            finally:
+                self._in_flight -= 1
+                self._start_rounds()
+        else:  # wait for a command to finish, and go in the next with the others waiting
+            publication = _Publication(streams, args, asyncio.get_running_loop().create_future())
+            self._waiting.append(publication)
+            self._start_rounds()
+            ids = await publication.done
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    def _start_rounds(self) -> None:
+        """Send what is waiting, in rounds of up to `ROUND_ENTRIES` entries, while fewer than
+        `ROUNDS_IN_FLIGHT` commands are under way."""
+        while self._waiting and self._in_flight < ROUNDS_IN_FLIGHT:
+            size, count = 0, 0
+            for publication in self._waiting:
+                if count and size + len(publication.streams) > ROUND_ENTRIES:
+                    break
+                size, count = size + len(publication.streams), count + 1
+            round_, self._waiting = self._waiting[:count], self._waiting[count:]
+            self._in_flight += 1
+            task = asyncio.create_task(self._send_round(round_))
+            self._rounds.add(task)  # held until done (the loop keeps only weak references)
+            task.add_done_callback(self._rounds.discard)
+
+    async def _send_round(self, round_: list[_Publication]) -> None:
+        """One command for a round's entries; its outcome (the ids, or the error) goes to every
+        call in it."""
+        try:
+            keys = [key for p in round_ for key in p.streams]
+            ids = await self._send(keys, [self.maxlen, *(arg for p in round_ for arg in p.args)])
+        except asyncio.CancelledError:  # shutting down: nothing more goes out
+            for publication in [*round_, *self._waiting]:
+                publication.done.cancel()
+            self._waiting.clear()
+            self._in_flight -= 1
+            raise
+        except Exception as exc:  # every caller of the round hears of it
+            for publication in round_:
+                if not publication.done.done():
+                    publication.done.set_exception(exc)
+        else:
+            start = 0
+            for publication in round_:
+                end = start + len(publication.streams)
+                if not publication.done.done():  # its caller may have gone (a cancelled request)
+                    publication.done.set_result(ids[start:end])
+                start = end
+        self._in_flight -= 1
+        self._start_rounds()
+
+    async def _send(self, streams: list[str], args: list[EncodableT]) -> list[Any]:
         async def send() -> list[Any]:
             return list(await self._publish(keys=streams, args=args))
 
@@ -191,7 +276,7 @@ class RedisSignalQueue:
                     f"only {copies} of {self.min_replicas} Redis replicas confirmed the signals within "
                     f"{self.replica_timeout_ms} ms; not acknowledged, resend (a resend is recorded once)"
                 )
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return ids
 
     async def read(
         self, consumer: str, count: int, block_ms: int, shards: Sequence[int] | None = None

@@ -223,6 +223,32 @@ async def test_redis_down_means_503_with_retry_after_then_recovery(
     await asyncio.wait_for(task, 10)
 
 
+@pytest.mark.record_free
+async def test_requests_sent_together_while_redis_is_down_each_get_a_503_then_all_get_through(
+    outage_setup: tuple[TestClient[Any, Any], RedisSignalQueue, aioredis.Redis],
+    throwaway_redis: ThrowawayRedis,
+) -> None:
+    """Requests that share a Redis command share its failure: each is refused, none hangs,
+    and the ones after Redis is back are all taken."""
+    client, _, client_redis = outage_setup
+
+    async def post(n: int) -> int:
+        body = [{"series": f"s{n}.x", "value": 1, "ts": TS, "id": f"id-{n}"}]
+        return (await client.post("/v1/signals", json=body)).status
+
+    throwaway_redis.stop()
+    started = time.monotonic()
+    assert await asyncio.gather(*(post(n) for n in range(10))) == [503] * 10
+    assert time.monotonic() - started < 10
+    throwaway_redis.start()
+    deadline = time.monotonic() + 10
+    while await post(99) != 202:  # the first calls may meet the reconnect
+        assert time.monotonic() < deadline, "ingest did not recover"
+        await asyncio.sleep(0.2)
+    assert await asyncio.gather(*(post(n) for n in range(10))) == [202] * 10
+    assert await client_redis.xlen(Keys("outage").stream(0)) == 11  # each signal once, in its own entry
+
+
 async def test_a_redis_that_restarts_empty_gets_its_consumer_group_back_quietly(
     outage_setup: tuple[TestClient[Any, Any], RedisSignalQueue, aioredis.Redis],
     throwaway_redis: ThrowawayRedis,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,6 +51,34 @@ async def test_signal_travels_from_http_to_sqlite(
 
     assert await drain(worker) == 40
     assert await record.count("signals") == 40
+
+
+async def test_requests_that_arrive_together_share_redis_commands_and_each_get_their_own_answer(
+    client: TestClient[Any, Any], record: SqliteRecord, worker: Any, redis: aioredis.Redis
+) -> None:
+    """Requests that come while a publish is under way go to Redis together in the next
+    command; each is still answered only for its own signals, and each signal lands once."""
+
+    async def publish_commands() -> int:
+        stats = await redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    async def post(n: int) -> dict[str, Any]:
+        body = [
+            {"series": f"svc{n}.latency", "value": 100 + i, "ts": TS + 60 * i, "id": f"r{n}-{i}"}
+            for i in range(5)
+        ]
+        response = await client.post("/v1/signals", json=body, headers=AUTH)
+        assert response.status == 202
+        return dict(await response.json())
+
+    before = await publish_commands()
+    replies = await asyncio.gather(*(post(n) for n in range(20)))
+    commands = await publish_commands() - before
+    assert [reply["ids"] for reply in replies] == [[f"r{n}-{i}" for i in range(5)] for n in range(20)]
+    assert commands < 20, f"{commands} publish commands for 20 requests"
+    assert await drain(worker) == 100
+    assert await record.count("signals") == 100
 
 
 async def test_a_spike_becomes_an_alert_people_see(
