@@ -286,6 +286,18 @@ class Detection:
             episode.open, episode.opened_at, episode.quiet = True, opened_at, 0
             self._dirty[series] = None
 
+    def skip_to(self, series: str, ts: float) -> None:
+        """The series' state will not see its points before `ts` (a state far behind the record
+        catches up on the latest points only): the point at `ts` comes a usual gap after the
+        last one it saw, not after a silence that never was. Read as a silence, it would open
+        an episode the record never had, and the quiet spell and the recent peak it leaves
+        would hold back a real incident for hours."""
+        state = self._series.get(series)
+        if state is not None and state.model.n:
+            model = state.model
+            model.last_ts = max(model.last_ts, ts - model.gap)
+            self._dirty[series] = None
+
     def series_names(self) -> list[str]:
         return list(self._series)
 

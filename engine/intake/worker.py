@@ -158,9 +158,10 @@ class SignalProcessor:
         history than the replay takes (its state was lost: Redis restarted empty, or the
         embedded default restarted) relearns from its latest points instead of starting
         from nothing, and a state further behind than the replay takes (Redis came back from
-        an old snapshot) catches up on them: were it to replay the first points after it, its
-        next live point would come long after the last it saw, a silence that never was.
-        The unknown series of a batch share the replay's budget."""
+        an old snapshot) catches up on them, the points between skipped: were it to replay the
+        first points after it, its next live point would come long after the last it saw, a
+        silence that never was (and one read before the latest points would hold back the
+        alerts after it). The unknown series of a batch share the replay's budget."""
         unknown = sorted(s for s in series if not self.detection.known(s))
         if not unknown:
             return
@@ -177,6 +178,7 @@ class SignalProcessor:
                 points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
                 if len(points) > limit:  # further behind than a replay takes: catch up on the latest
                     points = await tx.latest_points(name, limit)
+                    self.detection.skip_to(name, points[0][0].ts)  # the points between are skipped, not silent
             for signal, received_at in points:
                 self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])

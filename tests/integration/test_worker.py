@@ -135,6 +135,38 @@ async def test_a_state_far_behind_the_record_catches_up_on_its_latest_points(
     assert cast(Any, second.detection._series["old.latency"].model).n == 60 + 50 + 1
 
 
+async def test_after_catching_up_over_a_gap_a_moderate_incident_still_opens(
+    record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up's first point comes long after the stale state's last: the replay reads a
+    silence there, an episode that the record never had. It must not leave the series in
+    the quiet spell after an episode, where only a ~7σ point opens one: a 6σ incident right
+    after the catch-up is announced as it would have been."""
+    monkeypatch.setattr(worker_module, "REPLAY_LIMIT", 50)
+    rng = random.Random(12)
+    values = [rng.gauss(200, 10) for _ in range(200)]
+    values[150] = 265.0
+
+    def batch(lo: int, hi: int) -> list[QueuedSignal]:
+        return [
+            QueuedSignal(
+                f"m-{i}", make_signal(series="mid.latency", value=values[i], ts=T0 + 60 * i), T0 + 60 * i
+            )
+            for i in range(lo, hi)
+        ]
+
+    first = warm_after_50(record, redis, keys)
+    await first.process(batch(0, 60))
+    await first.save_states()
+    snapshot = await redis.hget(keys.detector_state, "mid.latency")
+    await first.process(batch(60, 150))
+    await redis.hset(keys.detector_state, "mid.latency", snapshot)  # Redis back from the old snapshot
+
+    second = warm_after_50(record, redis, keys)
+    outcome = await second.process(batch(150, 151))
+    assert [(c.alert.series, c.change) for c in outcome.alert_changes] == [("mid.latency", "opened")]
+
+
 async def test_the_series_of_a_batch_share_the_replay(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
