@@ -178,7 +178,7 @@ class SignalProcessor:
                 points = await tx.points_after(name, 0.0 if last is None else last, limit + 1)
                 if len(points) > limit:  # further behind than a replay takes: catch up on the latest
                     points = await tx.latest_points(name, limit)
-                    self.detection.skip_to(name, points[0][0].ts)  # the points between are skipped, not silent
+                    self.detection.skip_to(name, points[0][0].ts)  # the points between: skipped, not silent
             for signal, received_at in points:
                 self.detection.observe(signal, received_at)
         firing = await tx.open_alerts([anomaly_key(s) for s in unknown])
