@@ -27,11 +27,14 @@ from engine.detection.ensemble import (  # noqa: E402
     SeriesModel,
     score_of,
 )
-from engine.detection.forecast import Forecast, forecast  # noqa: E402
-from engine.detection.replay import read_points, replay, write_csv  # noqa: E402
+from engine.detection.forecast import Forecast  # noqa: E402
+from engine.detection.replay import read_points, write_csv  # noqa: E402
+
+# The functions `forecast` and `replay` are not re-exported here: under their modules' own
+# names they would hide the modules (`engine.detection.replay` would be the function).
 
 __all__ = [
     "COMPILED", "COMPILED_EPISODES", "COMPILED_REPLAY", "Anomaly", "Assessment", "Detection",
-    "EnsembleDetector", "Forecast", "Hysteresis", "LocalHours", "Observation", "SeriesModel", "forecast",
-    "read_points", "replay", "score_of", "state_bytes", "write_csv",
+    "EnsembleDetector", "Forecast", "Hysteresis", "LocalHours", "Observation", "SeriesModel",
+    "read_points", "score_of", "state_bytes", "write_csv",
 ]  # fmt: skip
