@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,11 +40,13 @@ def warm_after_50(record: SqliteRecord, redis: aioredis.Redis, keys: Keys) -> Si
     return SignalProcessor(record, RedisDetectorStateStore(redis, keys), detection, AlertPolicy())
 
 
-def incident_batches(series: str) -> Callable[[int, int], list[QueuedSignal]]:
-    """Entries of a calm series with an incident at points 150-152, as a worker reads them."""
+def incident_batches(
+    series: str, incident: Sequence[float] = (600.0, 620.0, 610.0)
+) -> Callable[[int, int], list[QueuedSignal]]:
+    """Entries of a calm series (200 ± 10) with an incident from point 150, as a worker reads them."""
     rng = random.Random(11)
     values = [rng.gauss(200, 10) for _ in range(300)]
-    values[150:153] = [600.0, 620.0, 610.0]
+    values[150 : 150 + len(incident)] = incident
 
     def batch(lo: int, hi: int) -> list[QueuedSignal]:
         return [
@@ -138,22 +140,12 @@ async def test_a_state_far_behind_the_record_catches_up_on_its_latest_points(
 async def test_after_catching_up_over_a_gap_a_moderate_incident_still_opens(
     record: SqliteRecord, redis: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The catch-up's first point comes long after the stale state's last: the replay reads a
-    silence there, an episode that the record never had. It must not leave the series in
-    the quiet spell after an episode, where only a ~7σ point opens one: a 6σ incident right
-    after the catch-up is announced as it would have been."""
+    """The catch-up's first point comes long after the stale state's last. Read as a silence,
+    it would open an episode that the record never had, and leave the series in the quiet
+    spell after one, where only a ~7σ point opens another: a 6σ incident right after the
+    catch-up must be announced as it would have been."""
     monkeypatch.setattr(worker_module, "REPLAY_LIMIT", 50)
-    rng = random.Random(12)
-    values = [rng.gauss(200, 10) for _ in range(200)]
-    values[150] = 265.0
-
-    def batch(lo: int, hi: int) -> list[QueuedSignal]:
-        return [
-            QueuedSignal(
-                f"m-{i}", make_signal(series="mid.latency", value=values[i], ts=T0 + 60 * i), T0 + 60 * i
-            )
-            for i in range(lo, hi)
-        ]
+    batch = incident_batches("mid.latency", incident=[265.0])  # about 6σ
 
     first = warm_after_50(record, redis, keys)
     await first.process(batch(0, 60))
